@@ -1,0 +1,105 @@
+package tokenshadow
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/go-crypt/crypt"
+	"github.com/go-crypt/crypt/algorithm/scrypt"
+	"github.com/go-crypt/crypt/algorithm/shacrypt"
+)
+
+// Hash parameters.
+const (
+	HashRounds = 5000       // rounds for new $5$ hashes, set explicitly (PBS: crypt(3) default)
+	MinRounds  = 1000       // $5$/$6$ hashes with fewer rounds are refused
+	MaxRounds  = 10_000_000 // and with more (a verification would take seconds)
+)
+
+// ErrBadHash is wrapped when a stored hash cannot be used: unknown scheme, malformed, or too few rounds.
+var ErrBadHash = errors.New("unusable secret hash")
+
+// hasher makes and checks crypt(3) hashes. It is immutable after newHasher.
+type hasher struct {
+	new     *shacrypt.Hasher
+	decoder *crypt.Decoder
+}
+
+func newHasher() (*hasher, error) {
+	h, err := shacrypt.New(shacrypt.WithVariant(shacrypt.VariantSHA256), shacrypt.WithIterations(HashRounds))
+	if err != nil {
+		return nil, fmt.Errorf("setting up SHA-256-crypt: %w", err)
+	}
+	d := crypt.NewDecoder()
+	if err := shacrypt.RegisterDecoder(d); err != nil {
+		return nil, fmt.Errorf("registering SHA-crypt decoder: %w", err)
+	}
+	if err := scrypt.RegisterDecoderYescrypt(d); err != nil {
+		return nil, fmt.Errorf("registering yescrypt decoder: %w", err)
+	}
+	return &hasher{new: h, decoder: d}, nil
+}
+
+// hash returns a new "$5$<salt>$<key>" hash of secret (5000 rounds, the PBS default, so the
+// rounds field is omitted as crypt(3) does).
+func (h *hasher) hash(secret string) (string, error) {
+	d, err := h.new.Hash(secret)
+	if err != nil {
+		return "", fmt.Errorf("hashing secret: %w", err)
+	}
+	return d.Encode(), nil
+}
+
+// check reports whether secret matches the crypt(3) hash. Accepted schemes: $5$, $6$, $y$.
+// Errors never contain the secret.
+func (h *hasher) check(hash, secret string) (bool, error) {
+	if err := checkScheme(hash); err != nil {
+		return false, err
+	}
+	d, err := h.decoder.Decode(hash)
+	if err != nil {
+		return false, fmt.Errorf("decoding hash: %v: %w", err, ErrBadHash)
+	}
+	ok, err := d.MatchAdvanced(secret)
+	if err != nil {
+		return false, fmt.Errorf("checking hash: %v: %w", err, ErrBadHash)
+	}
+	return ok, nil
+}
+
+// checkScheme accepts $5$, $6$ (with rounds in MinRounds..MaxRounds when given) and $y$.
+func checkScheme(hash string) error {
+	var rest string
+	switch {
+	case strings.HasPrefix(hash, "$5$"), strings.HasPrefix(hash, "$6$"):
+		rest = hash[3:]
+	case strings.HasPrefix(hash, "$y$"):
+		return nil
+	default:
+		// Name the scheme only when the value looks like one: a plaintext secret stored by
+		// mistake must not reach a log.
+		scheme, _, _ := strings.Cut(strings.TrimPrefix(hash, "$"), "$")
+		if !strings.HasPrefix(hash, "$") || len(scheme) > 4 {
+			return fmt.Errorf("value is not a crypt(3) hash ($5$, $6$ or $y$): %w", ErrBadHash)
+		}
+		return fmt.Errorf("hash scheme $%s$ is not one of $5$, $6$, $y$: %w", scheme, ErrBadHash)
+	}
+	r, ok := strings.CutPrefix(rest, "rounds=")
+	if !ok {
+		return nil // crypt(3) default: 5000
+	}
+	n, _, found := strings.Cut(r, "$")
+	if !found {
+		return fmt.Errorf("hash has rounds but no salt: %w", ErrBadHash)
+	}
+	rounds, err := strconv.Atoi(n)
+	if err != nil {
+		return fmt.Errorf("hash has rounds=%.12q: %w", n, ErrBadHash)
+	}
+	if rounds < MinRounds || rounds > MaxRounds {
+		return fmt.Errorf("hash has rounds=%d, want %d..%d: %w", rounds, MinRounds, MaxRounds, ErrBadHash)
+	}
+	return nil
+}

@@ -1,0 +1,482 @@
+// Package tokenshadow keeps API token secrets: PBS's token.shadow file and, in each process, a
+// cache of secrets already verified, invalidated through the shared generation counter.
+//
+// # File
+//
+// token.shadow is a JSON object {"user@realm!name": "<crypt(3) hash>"}, as in PBS. New secrets
+// are random UUIDs (PBS style) hashed as SHA-256-crypt ($5$, 5000 rounds, set explicitly);
+// verification accepts $5$ and $6$ (rounds 1000..10 000 000) and yescrypt ($y$). The file must be
+// a regular file, not group-writable nor accessible by others (0600 or 0640, root:gatehouse),
+// at most 64 MiB. A missing file means no tokens; an empty, truncated or non-JSON one is an
+// error, and writers refuse to overwrite it (nothing is lost).
+//
+// # Writers
+//
+// Set, Generate, Rotate and Delete take the exclusive lock (lockfile, 10 s timeout), read the
+// file, replace it atomically (temp, fsync, rename, fsync dir), bump the token_shadow
+// generation in the shared ConfigVersionCache (shmem) and only then unlock and return.
+// Hashing happens before the lock is taken.
+//
+// # Verified-secret cache
+//
+// Each Store holds an immutable snapshot behind an atomic pointer: the generation it was built
+// at, the identity of the file it was read from, and per token id the SHA-256 digest of the
+// secret that verified (never the secret). The per-id maps are split in 64 copy-on-write shards
+// so that adding an entry copies 1/64 of them.
+//
+//   - Fast path (no allocation, ~50 ns): g = gen; snapshot.gen == g and id present; digest the
+//     presented secret and compare in constant time; gen still g: accept on equal, refuse on
+//     different (the stored hash at g is fixed, and only the cached secret matches it).
+//   - Slow path: g0 = gen; read and parse token.shadow (the parsed table is reused while the
+//     generation and the file identity are unchanged); crypt-verify; g1 = gen; if g0 != g1 retry
+//     (at most 8 times); remember the digest in the snapshot of g0 only if the generation did
+//     not move. Concurrent slow paths for the same id and secret share one hash computation
+//     (singleflight); a caller that joins a computation made at an older generation than the one
+//     it started at retries, so a result from before a rotation is never handed to a verification
+//     that started after it.
+//
+// Invariant: once a writer has returned, no Verify that starts afterwards, in any process
+// sharing the generation file, accepts the replaced or deleted secret.
+//
+// Manual edits of token.shadow bump no generation; Watch notices them by polling the file's
+// identity (inode, size, mtime, ctime) every 250 ms and drops the snapshot, so they take
+// effect within 1 s (PBS: 60 s).
+package tokenshadow
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/sync/singleflight"
+
+	"gatehouse/authid"
+	"gatehouse/lockfile"
+	"gatehouse/shmem"
+)
+
+// Limits and defaults.
+const (
+	MaxSecretLen  = 256                    // longer secrets are refused before any hashing
+	WatchInterval = 250 * time.Millisecond // default poll interval of Watch
+	maxAttempts   = 8                      // slow-path retries when the generation moves
+	shardCount    = 64
+)
+
+// Verification results. Verify returns nil or an error wrapping one of these (or a file error).
+var (
+	ErrNoToken       = errors.New("no such token")
+	ErrWrongSecret   = errors.New("wrong token secret")
+	ErrSecretTooLong = errors.New("token secret too long")
+	ErrBusy          = errors.New("token shadow changed during every verification attempt")
+)
+
+// Options configure a Store.
+type Options struct {
+	Path        string        // token.shadow
+	LockPath    string        // lock file; default "<dir of Path>/.token.shadow.lck"
+	Generations *shmem.Cache  // shared generation counters; required
+	LockTimeout time.Duration // default lockfile.DefaultTimeout (10 s)
+	Mode        os.FileMode   // mode of the written file; default 0640
+	GID         int           // group to chown the written file to (root:gatehouse); <= 0 leaves the process's group
+}
+
+// Store reads and writes one token.shadow and caches verified secrets for this process.
+type Store struct {
+	path, lockPath string
+	gen            *shmem.Cache
+	lockTimeout    time.Duration
+	mode           os.FileMode
+	gid            int
+	hasher         *hasher
+	seed           maphash.Seed
+
+	snap   atomic.Pointer[snapshot] // nil: nothing cached
+	table  atomic.Pointer[table]    // last parsed file, for the slow path
+	flight singleflight.Group
+}
+
+// snapshot is the verified-secret cache of one generation and file version. gen and fid never
+// change; each shard map is immutable and replaced whole (copy on write).
+type snapshot struct {
+	gen    uint64
+	fid    fileID
+	shards [shardCount]atomic.Pointer[map[string][sha256.Size]byte]
+}
+
+// Open returns a Store for o.Path. It does not read the file: that happens on first use.
+func Open(o Options) (*Store, error) {
+	if o.Path == "" {
+		return nil, errors.New("opening token shadow: no path given")
+	}
+	if o.Generations == nil {
+		return nil, fmt.Errorf("opening token shadow %s: no generation cache given", o.Path)
+	}
+	h, err := newHasher()
+	if err != nil {
+		return nil, fmt.Errorf("opening token shadow %s: %w", o.Path, err)
+	}
+	s := &Store{
+		path:        o.Path,
+		lockPath:    o.LockPath,
+		gen:         o.Generations,
+		lockTimeout: o.LockTimeout,
+		mode:        o.Mode,
+		gid:         o.GID,
+		hasher:      h,
+		seed:        maphash.MakeSeed(),
+	}
+	if s.lockPath == "" {
+		s.lockPath = filepath.Join(filepath.Dir(o.Path), ".token.shadow.lck")
+	}
+	if s.lockTimeout <= 0 {
+		s.lockTimeout = lockfile.DefaultTimeout
+	}
+	if s.mode == 0 {
+		s.mode = 0o640
+	}
+	return s, nil
+}
+
+// Path returns the token.shadow path.
+func (s *Store) Path() string { return s.path }
+
+// Verify checks secret for the token id. It returns nil when it matches, an error wrapping
+// ErrNoToken, ErrWrongSecret or ErrSecretTooLong when it does not, and another error when the
+// file cannot be used. Errors name the id, never the secret.
+func (s *Store) Verify(id, secret string) error {
+	if len(secret) > MaxSecretLen {
+		return ErrSecretTooLong
+	}
+	sum := digest(secret)
+	g := s.gen.Load(shmem.TokenShadow)
+	if sn := s.snap.Load(); sn != nil && sn.gen == g {
+		if m := sn.shards[s.shard(id)].Load(); m != nil {
+			if d, ok := (*m)[id]; ok {
+				eq := subtle.ConstantTimeCompare(sum[:], d[:]) == 1
+				if s.gen.Load(shmem.TokenShadow) == g {
+					if eq {
+						return nil
+					}
+					return ErrWrongSecret
+				}
+			}
+		}
+	}
+	return s.verifySlow(id, secret, sum, g)
+}
+
+// digest returns SHA-256(secret) without allocating: secret is at most MaxSecretLen bytes.
+func digest(secret string) [sha256.Size]byte {
+	var buf [MaxSecretLen]byte
+	n := copy(buf[:], secret)
+	return sha256.Sum256(buf[:n])
+}
+
+func (s *Store) shard(id string) int {
+	return int(maphash.String(s.seed, id) % shardCount)
+}
+
+type verdict struct {
+	gen   uint64
+	found bool
+	match bool
+}
+
+// verifySlow is the slow path; gStart is the generation read when the Verify began.
+func (s *Store) verifySlow(id, secret string, sum [sha256.Size]byte, gStart uint64) error {
+	if _, err := authid.ParseToken(id); err != nil {
+		return fmt.Errorf("verifying token: %w", err)
+	}
+	if secret == "" {
+		return fmt.Errorf("verifying token %s: empty secret: %w", id, ErrWrongSecret)
+	}
+	key := id + "\x00" + string(sum[:])
+	for range maxAttempts {
+		v, err, _ := s.flight.Do(key, func() (any, error) { return s.compute(id, secret, sum) })
+		if err != nil {
+			return err
+		}
+		r := v.(verdict)
+		if r.gen < gStart {
+			// We joined a computation that began before our Verify did, at an older generation.
+			continue
+		}
+		switch {
+		case !r.found:
+			return fmt.Errorf("verifying token %s: %w", id, ErrNoToken)
+		case !r.match:
+			return fmt.Errorf("verifying token %s: %w", id, ErrWrongSecret)
+		}
+		return nil
+	}
+	return fmt.Errorf("verifying token %s: %w", id, ErrBusy)
+}
+
+// compute reads the file, checks the hash and caches the digest, retrying while writers move
+// the generation.
+func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, error) {
+	for range maxAttempts {
+		g0 := s.gen.Load(shmem.TokenShadow)
+		t, err := s.load(g0)
+		if err != nil {
+			return verdict{}, err
+		}
+		hash, found := t.hashes[id]
+		match := false
+		if found {
+			if match, err = s.hasher.check(hash, secret); err != nil {
+				return verdict{}, fmt.Errorf("verifying token %s in %s: %w", id, s.path, err)
+			}
+		}
+		if s.gen.Load(shmem.TokenShadow) != g0 {
+			continue
+		}
+		if match {
+			s.remember(g0, t.fid, id, sum)
+		}
+		return verdict{gen: g0, found: found, match: match}, nil
+	}
+	return verdict{}, fmt.Errorf("verifying token %s: %w", id, ErrBusy)
+}
+
+// load returns the parsed file for generation g, reusing the last one while the generation and
+// the file identity are unchanged.
+func (s *Store) load(g uint64) (*table, error) {
+	if t := s.table.Load(); t != nil && t.gen == g {
+		fid, err := statFile(s.path)
+		if err != nil {
+			return nil, err
+		}
+		if fid == t.fid {
+			return t, nil
+		}
+	}
+	t, err := readTable(s.path)
+	if err != nil {
+		return nil, err
+	}
+	t.gen = g
+	s.table.Store(t)
+	return t, nil
+}
+
+// remember adds id's digest to the snapshot of generation g and file fid, starting a new
+// snapshot when the current one is of another generation or file, and never replacing a newer
+// one.
+func (s *Store) remember(g uint64, fid fileID, id string, sum [sha256.Size]byte) {
+	i := s.shard(id)
+	for {
+		sn := s.snap.Load()
+		if sn != nil && sn.gen > g {
+			return
+		}
+		if sn == nil || sn.gen != g || sn.fid != fid {
+			fresh := &snapshot{gen: g, fid: fid}
+			m := map[string][sha256.Size]byte{id: sum}
+			fresh.shards[i].Store(&m)
+			if s.snap.CompareAndSwap(sn, fresh) {
+				return
+			}
+			continue
+		}
+		old := sn.shards[i].Load()
+		var m map[string][sha256.Size]byte
+		if old == nil {
+			m = make(map[string][sha256.Size]byte, 1)
+		} else {
+			m = make(map[string][sha256.Size]byte, len(*old)+1)
+			for k, v := range *old {
+				m[k] = v
+			}
+		}
+		m[id] = sum
+		if sn.shards[i].CompareAndSwap(old, &m) {
+			return
+		}
+	}
+}
+
+// Forget drops this process's verified-secret cache; the next Verify of each token takes the
+// slow path.
+func (s *Store) Forget() {
+	s.snap.Store(nil)
+	s.table.Store(nil)
+}
+
+// CheckFile drops the cache when token.shadow is no longer the file it was built from (an edit
+// that bumped no generation). Watch calls it periodically.
+func (s *Store) CheckFile() error {
+	fid, err := statFile(s.path)
+	if err != nil {
+		return err
+	}
+	if sn := s.snap.Load(); sn != nil && sn.fid != fid {
+		s.snap.CompareAndSwap(sn, nil)
+	}
+	return nil
+}
+
+// Watch calls CheckFile every interval (WatchInterval if <= 0) until ctx is done. Errors are
+// passed to report (which may be nil) and do not stop the watch.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, report func(error)) {
+	if interval <= 0 {
+		interval = WatchInterval
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := s.CheckFile(); err != nil && report != nil {
+				report(err)
+			}
+		}
+	}
+}
+
+// Set stores secret as the token's secret, creating the token entry if needed.
+func (s *Store) Set(id, secret string) error {
+	if _, err := authid.ParseToken(id); err != nil {
+		return fmt.Errorf("setting token secret: %w", err)
+	}
+	if secret == "" || len(secret) > MaxSecretLen {
+		return fmt.Errorf("setting token secret of %s: secret is %d bytes, want 1..%d", id, len(secret), MaxSecretLen)
+	}
+	h, err := s.hasher.hash(secret)
+	if err != nil {
+		return fmt.Errorf("setting token secret of %s: %w", id, err)
+	}
+	return s.update("setting token secret of "+id, func(m map[string]string) error {
+		m[id] = h
+		return nil
+	})
+}
+
+// Generate gives the token a new random secret (a UUID, as PBS makes), creating the entry if
+// needed, and returns the secret. It is shown to the caller once and stored only hashed.
+func (s *Store) Generate(id string) (string, error) {
+	secret, err := newSecret()
+	if err != nil {
+		return "", fmt.Errorf("generating secret for token %s: %w", id, err)
+	}
+	if err := s.Set(id, secret); err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// Rotate replaces the secret of an existing token with a new random one and returns it.
+// It fails with ErrNoToken when the token has no secret yet.
+func (s *Store) Rotate(id string) (string, error) {
+	if _, err := authid.ParseToken(id); err != nil {
+		return "", fmt.Errorf("rotating token secret: %w", err)
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	h, err := s.hasher.hash(secret)
+	if err != nil {
+		return "", fmt.Errorf("rotating token %s: %w", id, err)
+	}
+	err = s.update("rotating token "+id, func(m map[string]string) error {
+		if _, ok := m[id]; !ok {
+			return ErrNoToken
+		}
+		m[id] = h
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// Delete removes the token's secret. It fails with ErrNoToken when there is none.
+func (s *Store) Delete(id string) error {
+	if _, err := authid.ParseToken(id); err != nil {
+		return fmt.Errorf("deleting token secret: %w", err)
+	}
+	return s.update("deleting token "+id, func(m map[string]string) error {
+		if _, ok := m[id]; !ok {
+			return ErrNoToken
+		}
+		delete(m, id)
+		return nil
+	})
+}
+
+// IDs returns the token ids in the file, read under a shared lock.
+func (s *Store) IDs() ([]string, error) {
+	lk, err := lockfile.Shared(s.lockPath, s.lockTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("listing tokens in %s: %w", s.path, err)
+	}
+	defer lk.Unlock()
+	t, err := readTable(s.path)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(t.hashes))
+	for id := range t.hashes {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// update runs change on the file's contents under the exclusive lock, writes the result
+// atomically and bumps the generation before unlocking.
+func (s *Store) update(what string, change func(map[string]string) error) (err error) {
+	lk, err := lockfile.Exclusive(s.lockPath, s.lockTimeout)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer func() {
+		if uerr := lk.Unlock(); uerr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", what, uerr)
+		}
+	}()
+	t, err := readTable(s.path)
+	if err != nil {
+		return fmt.Errorf("%s: refusing to overwrite: %w", what, err)
+	}
+	if err := change(t.hashes); err != nil {
+		return fmt.Errorf("%s in %s: %w", what, s.path, err)
+	}
+	data, err := encode(t.hashes)
+	if err != nil {
+		return fmt.Errorf("%s: encoding %s: %w", what, s.path, err)
+	}
+	dir, base := filepath.Split(s.path)
+	if err := lockfile.CleanTemps(filepath.Clean(dir), base); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	opt := lockfile.DefaultOptions(s.mode)
+	if s.gid > 0 {
+		opt.GID = s.gid
+	}
+	if err := lockfile.Replace(s.path, data, opt); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	s.gen.Bump(shmem.TokenShadow)
+	return nil
+}
+
+func newSecret() (string, error) {
+	u, err := uuid.NewRandom()
+	if err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}

@@ -1,0 +1,476 @@
+package tokenshadow
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gatehouse/authid"
+	"gatehouse/shmem"
+)
+
+// newStore makes a Store on a fresh token.shadow and generation file in a temp dir.
+func newStore(t testing.TB) *Store {
+	t.Helper()
+	dir := t.TempDir()
+	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	s, err := Open(Options{Path: filepath.Join(dir, "token.shadow"), Generations: gen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// cached reports whether the current snapshot holds a digest for id at the current generation.
+func cached(s *Store, id string) bool {
+	sn := s.snap.Load()
+	if sn == nil || sn.gen != s.gen.Load(shmem.TokenShadow) {
+		return false
+	}
+	m := sn.shards[s.shard(id)].Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[id]
+	return ok
+}
+
+func TestGenerateVerifyRotateDelete(t *testing.T) {
+	s := newStore(t)
+	const id = "alice@pbs!ci"
+	if err := s.Verify(id, "whatever"); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("Verify on missing file = %v; want ErrNoToken", err)
+	}
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secret) != 36 || strings.Count(secret, "-") != 4 {
+		t.Errorf("Generate() secret = %q; want a UUID", secret)
+	}
+	raw, err := os.ReadFile(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), secret) || !strings.Contains(string(raw), `"`+id+`": "$5$`) {
+		t.Fatalf("token.shadow = %s; want a $5$ hash and no plaintext", raw)
+	}
+	if fi, _ := os.Stat(s.Path()); fi.Mode().Perm() != 0o640 {
+		t.Errorf("token.shadow mode = %04o; want 0640", fi.Mode().Perm())
+	}
+	for i := range 3 {
+		if err := s.Verify(id, secret); err != nil {
+			t.Fatalf("Verify(new secret) #%d = %v; want nil", i, err)
+		}
+		if !cached(s, id) {
+			t.Fatalf("after Verify #%d the secret is not cached", i)
+		}
+	}
+	if err := s.Verify(id, "wrong"); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("Verify(wrong) = %v; want ErrWrongSecret", err)
+	}
+	if err := s.Verify(id, ""); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("Verify(empty) = %v; want ErrWrongSecret", err)
+	}
+	if err := s.Verify("bob@pbs!ci", secret); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Verify(other id) = %v; want ErrNoToken", err)
+	}
+
+	rotated, err := s.Rotate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("Verify(old secret after Rotate) = %v; want ErrWrongSecret", err)
+	}
+	if err := s.Verify(id, rotated); err != nil {
+		t.Errorf("Verify(rotated) = %v; want nil", err)
+	}
+	if _, err := s.Rotate("bob@pbs!ci"); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Rotate(missing) = %v; want ErrNoToken", err)
+	}
+	if err := s.Delete(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, rotated); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Verify after Delete = %v; want ErrNoToken", err)
+	}
+	if err := s.Delete(id); !errors.Is(err, ErrNoToken) {
+		t.Errorf("Delete twice = %v; want ErrNoToken", err)
+	}
+}
+
+// TestCachedMismatchRejected checks that a wrong secret for a cached token is refused on the
+// fast path, and that a writer's bump sends the next Verify to the slow path.
+func TestCachedMismatchRejected(t *testing.T) {
+	s := newStore(t)
+	const id = "alice@pbs!ci"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Fatal(err)
+	}
+	// Make the file unusable without bumping: the fast path must still answer from the cache.
+	s.table.Store(nil)
+	if err := os.Chmod(s.Path(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Errorf("fast path Verify(right) = %v; want nil", err)
+	}
+	if err := s.Verify(id, "wrong"); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("fast path Verify(wrong) = %v; want ErrWrongSecret", err)
+	}
+	// A bump invalidates: the slow path now reads the (unsafe) file and says so.
+	s.gen.Bump(shmem.TokenShadow)
+	if err := s.Verify(id, secret); !errors.Is(err, ErrPermissions) {
+		t.Errorf("Verify after bump = %v; want ErrPermissions", err)
+	}
+}
+
+func TestManualEditNoticed(t *testing.T) {
+	s := newStore(t)
+	const id = "alice@pbs!ci"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Fatal(err)
+	}
+	// An admin replaces the hash with one for another secret, in place, bumping nothing.
+	h, err := s.hasher.hash("edited-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.Path(), []byte(`{"`+id+`": "`+h+`"}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckFile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("Verify(old) after edit and CheckFile = %v; want ErrWrongSecret", err)
+	}
+	if err := s.Verify(id, "edited-secret"); err != nil {
+		t.Errorf("Verify(edited) after edit and CheckFile = %v; want nil", err)
+	}
+	// An unchanged file keeps the cache.
+	if err := s.CheckFile(); err != nil {
+		t.Fatal(err)
+	}
+	if !cached(s, id) {
+		t.Errorf("CheckFile on an unchanged file dropped the cache")
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	const id = "alice@pbs!ci"
+	good := `{"` + id + `": "$5$abc$W6SISEcmf6GfVdGFK0lGBXz2NPDhGZ.FBBMOz418YA7"}`
+	tests := []struct {
+		name    string
+		content string
+		mode    os.FileMode
+		want    error
+	}{
+		{"empty", "", 0o600, ErrCorrupt},
+		{"whitespace", " \n", 0o600, ErrCorrupt},
+		{"truncated", good[:len(good)/2], 0o600, ErrCorrupt},
+		{"not json", "alice@pbs!ci:$5$abc$x\n", 0o600, ErrCorrupt},
+		{"null", "null", 0o600, ErrCorrupt},
+		{"array", `["a"]`, 0o600, ErrCorrupt},
+		{"number value", `{"alice@pbs!ci": 5}`, 0o600, ErrCorrupt},
+		{"trailing", good + "{}", 0o600, ErrCorrupt},
+		{"bad id", `{"alice!ci": "$5$abc$x"}`, 0o600, ErrCorrupt},
+		{"empty hash", `{"alice@pbs!ci": ""}`, 0o600, ErrCorrupt},
+		{"world readable", good, 0o644, ErrPermissions},
+		{"group writable", good, 0o660, ErrPermissions},
+		{"few rounds", `{"alice@pbs!ci": "$5$rounds=999$abc$W6SISEcmf6GfVdGFK0lGBXz2NPDhGZ.FBBMOz418YA7"}`, 0o600, ErrBadHash},
+		{"md5", `{"alice@pbs!ci": "$1$abc$xyz"}`, 0o600, ErrBadHash},
+		{"plain", `{"alice@pbs!ci": "hello"}`, 0o600, ErrBadHash},
+		{"garbage 5", `{"alice@pbs!ci": "$5$"}`, 0o600, ErrBadHash},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			if err := os.WriteFile(s.Path(), []byte(tt.content), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(s.Path(), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			err := s.Verify(id, "hello")
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Verify on %s file = %v; want %v", tt.name, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hello") {
+				t.Errorf("error %q contains the secret", err)
+			}
+			if tt.want != ErrBadHash && !strings.Contains(err.Error(), s.Path()) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			// A writer must refuse to overwrite a file it cannot read, and leave it untouched.
+			if tt.want != ErrBadHash {
+				if _, err := s.Generate("bob@pbs!ci"); err == nil {
+					t.Errorf("Generate over a %s file succeeded; want an error", tt.name)
+				}
+				after, _ := os.ReadFile(s.Path())
+				if string(after) != tt.content {
+					t.Errorf("file changed by a refused write: %q; want %q", after, tt.content)
+				}
+			}
+		})
+	}
+}
+
+func TestBadPaths(t *testing.T) {
+	t.Run("symlink", func(t *testing.T) {
+		s := newStore(t)
+		target := filepath.Join(t.TempDir(), "real")
+		if err := os.WriteFile(target, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, s.Path()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Verify("a@pbs!ci", "x"); !errors.Is(err, ErrPermissions) {
+			t.Errorf("Verify through a symlink = %v; want ErrPermissions", err)
+		}
+	})
+	t.Run("directory", func(t *testing.T) {
+		s := newStore(t)
+		if err := os.Mkdir(s.Path(), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Verify("a@pbs!ci", "x"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Verify on a directory = %v; want ErrCorrupt", err)
+		}
+	})
+	t.Run("too large", func(t *testing.T) {
+		s := newStore(t)
+		f, err := os.OpenFile(s.Path(), os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(MaxFileSize + 1); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := s.Verify("a@pbs!ci", "x"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Verify on a %d byte file = %v; want ErrCorrupt", MaxFileSize+1, err)
+		}
+	})
+	t.Run("unreadable", func(t *testing.T) {
+		if os.Getuid() == 0 {
+			t.Skip("root reads any file; the unprivileged case is covered by the daemons' tests")
+		}
+		s := newStore(t)
+		if err := os.WriteFile(s.Path(), []byte("{}"), 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Verify("a@pbs!ci", "x"); !errors.Is(err, os.ErrPermission) {
+			t.Errorf("Verify on an unreadable file = %v; want a permission error", err)
+		}
+	})
+}
+
+func TestBadArguments(t *testing.T) {
+	s := newStore(t)
+	huge := strings.Repeat("s", 1<<20)
+	if err := s.Verify("alice@pbs!ci", huge); !errors.Is(err, ErrSecretTooLong) {
+		t.Errorf("Verify(1 MB secret) = %v; want ErrSecretTooLong", err)
+	}
+	if err := s.Set("alice@pbs!ci", huge); err == nil || strings.Contains(err.Error(), "sss") {
+		t.Errorf("Set(1 MB secret) = %v; want a short error", err)
+	}
+	for _, id := range []string{"alice@pbs", "alice", "alice@pbs!", "al ice@pbs!ci", "alice@pbs!c:i", ""} {
+		if err := s.Verify(id, "x"); !errors.Is(err, authid.ErrSyntax) {
+			t.Errorf("Verify(%q) = %v; want authid.ErrSyntax", id, err)
+		}
+		if err := s.Set(id, "x"); !errors.Is(err, authid.ErrSyntax) {
+			t.Errorf("Set(%q) = %v; want authid.ErrSyntax", id, err)
+		}
+		if err := s.Delete(id); !errors.Is(err, authid.ErrSyntax) {
+			t.Errorf("Delete(%q) = %v; want authid.ErrSyntax", id, err)
+		}
+	}
+	if _, err := os.Stat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("refused writes created %s", s.Path())
+	}
+}
+
+// TestForeignHashes verifies hashes made by the system's tools: openssl passwd -5/-6 and
+// mkpasswd (whois package) for yescrypt. `make test` installs them; without them the test is
+// skipped unless GATEHOUSE_REQUIRE_TOOLS is set.
+func TestForeignHashes(t *testing.T) {
+	const secret = "6f1c1e1e-8a4b-4c57-9a7e-0c9a1e7d2b11"
+	tools := []struct {
+		name string
+		argv []string
+	}{
+		{"openssl -5", []string{"openssl", "passwd", "-5", secret}},
+		{"openssl -6", []string{"openssl", "passwd", "-6", secret}},
+		{"openssl -5 rounds", []string{"openssl", "passwd", "-5", "-salt", "rounds=2000$abcdefgh", secret}},
+		{"mkpasswd yescrypt", []string{"mkpasswd", "-m", "yescrypt", secret}},
+		{"mkpasswd sha256crypt", []string{"mkpasswd", "-m", "sha256crypt", secret}},
+		{"mkpasswd sha512crypt rounds", []string{"mkpasswd", "-m", "sha512crypt", "-R", "1000", secret}},
+	}
+	for _, tool := range tools {
+		t.Run(tool.name, func(t *testing.T) {
+			if _, err := exec.LookPath(tool.argv[0]); err != nil {
+				if os.Getenv("GATEHOUSE_REQUIRE_TOOLS") != "" {
+					t.Fatalf("%s not installed (make test installs it)", tool.argv[0])
+				}
+				t.Skipf("%s not installed; run make test", tool.argv[0])
+			}
+			out, err := exec.Command(tool.argv[0], tool.argv[1:]...).Output()
+			if err != nil {
+				t.Fatalf("%v: %v", tool.argv, err)
+			}
+			hash := strings.TrimSpace(string(out))
+			s := newStore(t)
+			if err := os.WriteFile(s.Path(), []byte(`{"alice@pbs!ci": "`+hash+`"}`), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Verify("alice@pbs!ci", secret); err != nil {
+				t.Errorf("Verify(%s hash %q) = %v; want nil", tool.name, hash, err)
+			}
+			if err := s.Verify("alice@pbs!ci", secret+"x"); !errors.Is(err, ErrWrongSecret) {
+				t.Errorf("Verify(%s hash, wrong secret) = %v; want ErrWrongSecret", tool.name, err)
+			}
+		})
+	}
+	t.Run("ours verified by openssl", func(t *testing.T) {
+		if _, err := exec.LookPath("openssl"); err != nil {
+			t.Skip("openssl not installed")
+		}
+		s := newStore(t)
+		h, err := s.hasher.hash(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// $5$<salt>$<key>: openssl given the same salt must print the same hash.
+		parts := strings.Split(h, "$")
+		if len(parts) != 4 || parts[1] != "5" {
+			t.Fatalf("hash() = %q; want $5$salt$key", h)
+		}
+		out, err := exec.Command("openssl", "passwd", "-5", "-salt", parts[2], secret).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(out)); got != h {
+			t.Errorf("openssl passwd -5 -salt %s = %q; want our %q", parts[2], got, h)
+		}
+	})
+}
+
+func TestCheckScheme(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"$5$abc$key", true},
+		{"$6$abc$key", true},
+		{"$5$rounds=1000$abc$key", true},
+		{"$5$rounds=999$abc$key", false},
+		{"$6$rounds=0$abc$key", false},
+		{"$6$rounds=-5$abc$key", false},
+		{"$5$rounds=10000001$abc$key", false},
+		{"$5$rounds=abc$abc$key", false},
+		{"$5$rounds=5000", false},
+		{"$y$j9T$salt$key", true},
+		{"$2b$10$abc", false},
+		{"", false},
+		{"$", false},
+	}
+	for _, tt := range tests {
+		err := checkScheme(tt.in)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrBadHash)) {
+			t.Errorf("checkScheme(%q) = %v; want ok=%v", tt.in, err, tt.ok)
+		}
+	}
+}
+
+func TestFastPathAllocs(t *testing.T) {
+	s := newStore(t)
+	const id = "alice@pbs!ci"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if s.Verify(id, secret) != nil {
+			t.Fatal("cached Verify failed")
+		}
+	}); n != 0 {
+		t.Errorf("cached Verify allocates %v times; want 0", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = s.Verify(id, "wrong") }); n != 0 {
+		t.Errorf("cached Verify(wrong) allocates %v times; want 0", n)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"alice@pbs!ci": "$5$abc$W6SISEcmf6GfVdGFK0lGBXz2NPDhGZ.FBBMOz418YA7"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(``))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"a@b!c": 1}`))
+	f.Add([]byte(`{"root@pam!x1": "$y$j9T$a$b", "root@pam!x2": "$6$rounds=1000$a$b"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parse(data)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("parse(%q) error %v does not wrap ErrCorrupt", data, err)
+			}
+			return
+		}
+		enc, err := encode(m)
+		if err != nil {
+			t.Fatalf("encode(parse(%q)) = %v", data, err)
+		}
+		m2, err := parse(enc)
+		if err != nil || len(m2) != len(m) {
+			t.Fatalf("parse(encode(parse(%q))) = %v, %v; want round trip", data, m2, err)
+		}
+		for k, v := range m {
+			if m2[k] != v {
+				t.Fatalf("round trip changed %q: %q -> %q", k, v, m2[k])
+			}
+		}
+	})
+}
+
+func FuzzCheckScheme(f *testing.F) {
+	for _, s := range []string{"$5$abc$key", "$5$rounds=1000$abc$key", "$y$j9T$a$b", "$6$rounds=", "$"} {
+		f.Add(s, "secret")
+	}
+	h, err := newHasher()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, hash, secret string) {
+		if strings.HasPrefix(hash, "$y$") {
+			return // yescrypt parameters can ask for gigabytes; not fuzzed here
+		}
+		if strings.Contains(hash, "rounds=") && checkScheme(hash) == nil {
+			return // valid but possibly slow; the scheme check is what is fuzzed
+		}
+		_, err := h.check(hash, secret)
+		if err != nil && !errors.Is(err, ErrBadHash) {
+			t.Fatalf("check(%q) error %v does not wrap ErrBadHash", hash, err)
+		}
+	})
+}
