@@ -2,13 +2,14 @@
 //
 // Syntax, as in Proxmox Backup Server (pbs-api-types, proxmox-auth-api):
 //
-//		Userid  = <name> "@" <realm>           e.g. root@pam, alice@pbs
-//		Authid  = <Userid> [ "!" <tokenname> ] e.g. alice@pbs!backup
+//	Userid  = <name> "@" <realm>           e.g. root@pam, alice@pbs
+//	Authid  = <Userid> [ "!" <tokenname> ] e.g. alice@pbs!backup
 //
-//	  - name: 1 or more bytes, none of them white space, ':', '/' or a control character;
-//	  - realm and tokenname: a "safe id", [A-Za-z0-9_][A-Za-z0-9._-]*; realm 2..32 bytes,
-//	    tokenname 2..64 bytes;
-//	  - a Userid is 3..64 bytes; an Authid (with its token part) is at most 64+1+64 bytes.
+// The parts:
+//   - name: 1 or more bytes, none of them white space, ':', '/' or a control character;
+//   - realm and tokenname: a "safe id", [A-Za-z0-9_][A-Za-z0-9._-]*; realm 2..32 bytes,
+//     tokenname 2..64 bytes;
+//   - a Userid is 3..64 bytes; an Authid (with its token part) is at most 64+1+64 bytes.
 //
 // The realm is found at the last '@' and the token name at the last '!', so a name may itself
 // contain '@' or '!' (PBS allows it; neither can appear in a realm or token name).

@@ -1,12 +1,16 @@
 package tokenshadow
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/quick"
+	"time"
 
 	"gatehouse/authid"
 	"gatehouse/shmem"
@@ -473,4 +477,72 @@ func FuzzCheckScheme(f *testing.F) {
 			t.Fatalf("check(%q) error %v does not wrap ErrBadHash", hash, err)
 		}
 	})
+}
+
+// TestEqual checks the constant-time digest comparison against bytes.Equal.
+func TestEqual(t *testing.T) {
+	f := func(a, b [32]byte, flip uint8) bool {
+		if flip%2 == 0 {
+			b = a
+			b[flip%32] ^= byte(1 << (flip % 8)) // differ in exactly one bit
+		}
+		return equal(&a, &b) == bytes.Equal(a[:], b[:]) && equal(&a, &a)
+	}
+	if err := quick.Check(f, &quick.Config{MaxCount: 10000}); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestWatch drives the watch loop with injected ticks: an editor-style replacement of the file
+// (write a new file, rename it over) is noticed at the next tick.
+func TestWatch(t *testing.T) {
+	if WatchInterval > time.Second/2 {
+		t.Fatalf("WatchInterval = %v; want at most 500ms so edits are noticed within 1s", WatchInterval)
+	}
+	s := newStore(t)
+	const id = "alice@pbs!ci"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tick := make(chan time.Time)
+	done := make(chan struct{})
+	go func() {
+		s.watch(ctx, tick, func(err error) { t.Errorf("watch reported %v", err) })
+		close(done)
+	}()
+	tickTwice := func() { tick <- time.Time{}; tick <- time.Time{} } // the 2nd send waits for the 1st check
+
+	tickTwice()
+	if !cached(s, id) {
+		t.Fatal("a tick on an unchanged file dropped the cache")
+	}
+	h, err := s.hasher.hash("edited-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := s.Path() + ".swp"
+	if err := os.WriteFile(tmp, []byte(`{"`+id+`": "`+h+`"}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, s.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, "edited-secret"); !errors.Is(err, ErrWrongSecret) {
+		t.Fatalf("before the tick Verify(edited) = %v; want the cached answer ErrWrongSecret", err)
+	}
+	tickTwice()
+	if err := s.Verify(id, "edited-secret"); err != nil {
+		t.Errorf("after the tick Verify(edited) = %v; want nil", err)
+	}
+	if err := s.Verify(id, secret); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("after the tick Verify(old) = %v; want ErrWrongSecret", err)
+	}
+	cancel()
+	<-done
 }

@@ -1,0 +1,64 @@
+# Gatehouse. `make run` and `make test` are the two commands a newcomer needs (see README.md).
+SHELL := /bin/bash
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin:$(shell $(GO) env GOPATH 2>/dev/null)/bin
+STATICCHECK_VERSION := v0.8.2
+FUZZTIME ?= 30s
+SMOKE_FUZZTIME ?= 3s
+BENCHTIME ?= 1s
+# Debian packages the tests use as real peers: openssl passwd, mkpasswd (whois).
+DEB_TOOLS := openssl:openssl mkpasswd:whois
+# Every fuzz target: package and function.
+FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./tokenshadow:FuzzCheckScheme ./shmem:FuzzOpen
+
+.PHONY: all build run test check deps fuzz fuzz-smoke bench clean
+
+all: build
+
+build:
+	$(GO) build ./...
+	$(GO) vet ./...
+
+# Until the daemons exist, `make run` runs the benchmark harness (short form).
+run: build
+	$(GO) run ./bench -benchtime 300ms -sizes 10,1000,100000
+
+# Installs what the tests need (as root, or through sudo), then runs everything:
+# formatting, vet, staticcheck, all tests with -race and -shuffle, and a short fuzz pass.
+test: deps check
+	GATEHOUSE_REQUIRE_TOOLS=$${CI:+1} $(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz-smoke
+
+check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	@command -v staticcheck >/dev/null || { echo "installing staticcheck $(STATICCHECK_VERSION)..."; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
+	staticcheck ./...
+
+deps:
+	@missing=""; for pair in $(DEB_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing Debian packages:$$missing"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing \
+			|| { echo "could not install$$missing; the interop tests will be skipped"; [ -z "$$CI" ]; }; \
+	fi
+	$(GO) mod download
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzzing $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKE_FUZZTIME)
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	$(GO) run ./bench -benchtime $(BENCHTIME)
+
+clean:
+	$(GO) clean -testcache

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"gatehouse/shmem"
+	"gatehouse/tokenshadow"
+)
+
+// fixture is a token.shadow with n tokens and a Store on it, in its own temp dir.
+type fixture struct {
+	dir    string
+	gen    *shmem.Cache
+	store  *tokenshadow.Store
+	ids    []string
+	secret string // the secret of every token
+}
+
+// newFixture writes a token.shadow with n tokens. The first one gets a real Generate (a fresh
+// $5$ hash, 5000 rounds); the others reuse that hash, which keeps building a 100 000-token
+// file fast without changing what is parsed or verified.
+func newFixture(n int) (*fixture, error) {
+	dir, err := os.MkdirTemp("", "gatehouse-bench-")
+	if err != nil {
+		return nil, err
+	}
+	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "token.shadow")
+	s, err := tokenshadow.Open(tokenshadow.Options{Path: path, Generations: gen})
+	if err != nil {
+		return nil, err
+	}
+	f := &fixture{dir: dir, gen: gen, store: s}
+	f.ids = append(f.ids, "bench@pbs!t0")
+	if f.secret, err = s.Generate(f.ids[0]); err != nil {
+		return nil, err
+	}
+	if n > 1 {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		_, hash, _ := strings.Cut(string(raw), `": "`)
+		hash, _, _ = strings.Cut(hash, `"`)
+		var b strings.Builder
+		b.WriteString("{\n")
+		for i := range n {
+			id := fmt.Sprintf("bench@pbs!t%d", i)
+			if i > 0 {
+				f.ids = append(f.ids, id)
+				b.WriteString(",\n")
+			}
+			fmt.Fprintf(&b, "  %q: %q", id, hash)
+		}
+		b.WriteString("\n}\n")
+		if err := os.WriteFile(path, []byte(b.String()), 0o640); err != nil {
+			return nil, err
+		}
+		gen.Bump(shmem.TokenShadow) // as a writer would
+	}
+	return f, nil
+}
+
+func (f *fixture) close() {
+	f.gen.Close()
+	os.RemoveAll(f.dir)
+}
+
+// warm verifies the first k tokens once so they are cached.
+func (f *fixture) warm(k int) error {
+	for _, id := range f.ids[:min(k, len(f.ids))] {
+		if err := f.store.Verify(id, f.secret); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A benchmark case: a name for the table and a body usable by both testing.Benchmark (the
+// harness) and go test -bench (bench_test.go).
+type benchCase struct {
+	name   string
+	tokens int  // tokens in token.shadow
+	ratio  bool // show the ratio to the slow path on this row
+	run    func(b *testing.B, f *fixture)
+	cached int // tokens verified once before timing
+}
+
+func cases(sizes []int) []benchCase {
+	cs := []benchCase{
+		{name: "generation check (shmem Load)", tokens: 1, run: benchGenCheck},
+		{name: "SHA-256 of a 36-byte secret (inside cached verify)", tokens: 1, run: benchSHA256},
+		{name: "verify, slow path ($5$, 5000 rounds, file read)", tokens: 10, run: benchSlow},
+		{name: "verify, slow path, parallel", tokens: 10, run: benchSlowParallel},
+		{name: "verify, cached", tokens: 10, cached: 10, ratio: true, run: benchCached},
+		{name: "verify, cached, parallel", tokens: 10, cached: 10, ratio: true, run: benchCachedParallel},
+		{name: "verify, cached, wrong secret", tokens: 10, cached: 10, ratio: true, run: benchCachedWrong},
+	}
+	for _, n := range sizes {
+		cs = append(cs,
+			benchCase{name: fmt.Sprintf("load token.shadow, %d tokens", n), tokens: n, run: benchLoad},
+			benchCase{name: fmt.Sprintf("verify, slow path, %d tokens", n), tokens: n, run: benchSlow},
+			benchCase{name: fmt.Sprintf("verify, cached, %d tokens (%d cached)", n, min(n, 1000)), tokens: n, cached: 1000, ratio: true, run: benchCachedSpread},
+		)
+	}
+	return cs
+}
+
+func benchGenCheck(b *testing.B, f *fixture) {
+	var sum uint64
+	for b.Loop() {
+		sum += f.gen.Load(shmem.TokenShadow)
+	}
+	_ = sum
+}
+
+func benchSHA256(b *testing.B, f *fixture) {
+	var buf [64]byte
+	n := copy(buf[:], f.secret)
+	var sum [sha256.Size]byte
+	for b.Loop() {
+		sum = sha256.Sum256(buf[:n])
+	}
+	_ = sum
+}
+
+// benchSlow drops the cache before each Verify: file read, parse, crypt.
+func benchSlow(b *testing.B, f *fixture) {
+	for b.Loop() {
+		f.store.Forget()
+		if err := f.store.Verify(f.ids[0], f.secret); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchSlowParallel runs the slow path in every goroutine, each on its own token so no hash
+// computation is shared (Forget drops the cache before each call; only a goroutine's own
+// Verify could have put its token back).
+func benchSlowParallel(b *testing.B, f *fixture) {
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		id := f.ids[int(next.Add(1)-1)%len(f.ids)]
+		for pb.Next() {
+			f.store.Forget()
+			if err := f.store.Verify(id, f.secret); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func benchCached(b *testing.B, f *fixture) {
+	id, secret := f.ids[0], f.secret
+	for b.Loop() {
+		if f.store.Verify(id, secret) != nil {
+			b.Fatal("cached verify failed")
+		}
+	}
+}
+
+func benchCachedParallel(b *testing.B, f *fixture) {
+	id, secret := f.ids[0], f.secret
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if f.store.Verify(id, secret) != nil {
+				b.Fatal("cached verify failed")
+			}
+		}
+	})
+}
+
+func benchCachedWrong(b *testing.B, f *fixture) {
+	id := f.ids[0]
+	for b.Loop() {
+		if f.store.Verify(id, "00000000-0000-0000-0000-000000000000") == nil {
+			b.Fatal("wrong secret accepted")
+		}
+	}
+}
+
+// benchCachedSpread verifies the cached tokens in turn.
+func benchCachedSpread(b *testing.B, f *fixture) {
+	ids := f.ids[:min(len(f.ids), 1000)]
+	i := 0
+	for b.Loop() {
+		if f.store.Verify(ids[i], f.secret) != nil {
+			b.Fatal("cached verify failed")
+		}
+		if i++; i == len(ids) {
+			i = 0
+		}
+	}
+}
+
+// benchLoad reads and parses the whole file (under the shared lock), as the slow path does
+// when the file changed.
+func benchLoad(b *testing.B, f *fixture) {
+	for b.Loop() {
+		ids, err := f.store.IDs()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ids) != len(f.ids) {
+			b.Fatalf("IDs() = %d ids; want %d", len(ids), len(f.ids))
+		}
+	}
+}
