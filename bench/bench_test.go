@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -48,13 +49,16 @@ func TestHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(rep.Rows), len(cases([]int{10, 100})); got != want {
+	if got, want := len(rep.Rows), len(cases([]int{10, 100}))+1; got != want { // +1: manual edit latency
 		t.Fatalf("run() = %d rows; want %d", got, want)
 	}
 	for _, r := range rep.Rows {
 		if r.NsPerOp <= 0 || r.Iterations < 1 {
 			t.Errorf("row %q = %+v; want a measurement", r.Name, r)
 		}
+	}
+	if rep.Targets.EditNoticedMaxNs <= 0 {
+		t.Errorf("manual edit latency not measured")
 	}
 	if rep.Targets.CachedAllocs != 0 {
 		t.Errorf("cached verify allocates %d times per op; want 0", rep.Targets.CachedAllocs)
@@ -64,6 +68,6 @@ func TestHarness(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"gatehouse/shmem"
+	"gatehouse/tokenshadow"
+)
+
+// measureEdit measures how long a manual edit of token.shadow (an editor's write of a new file
+// renamed over the old one, no generation bump) takes to be noticed by a Store running Watch
+// at its default interval: the time from the rename to the first accepted Verify of the new
+// secret. It returns the latency of each of runs edits.
+func measureEdit(runs int) ([]time.Duration, error) {
+	f, err := newFixture(1)
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	hashes, secrets, err := scratchHashes(f.dir, runs)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go f.store.Watch(ctx, 0, nil)
+	id, path := f.ids[0], f.store.Path()
+	var out []time.Duration
+	for i := range runs {
+		if err := f.store.Verify(id, f.secret); err != nil { // cached before the edit
+			return nil, err
+		}
+		tmp := filepath.Join(f.dir, ".token.shadow.swp")
+		if err := os.WriteFile(tmp, []byte(fmt.Sprintf("{%q: %q}\n", id, hashes[i])), 0o640); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		deadline := start.Add(10 * time.Second)
+		for f.store.Verify(id, secrets[i]) != nil {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("edit %d not noticed within 10s", i)
+			}
+			runtime.Gosched() // spin: the measurement wants the first moment it is accepted
+		}
+		out = append(out, time.Since(start))
+		f.secret = secrets[i]
+	}
+	return out, nil
+}
+
+// scratchHashes makes n fresh secrets and their $5$ hashes with a Store on a scratch file.
+func scratchHashes(dir string, n int) (hashes, secrets []string, err error) {
+	sdir := filepath.Join(dir, "scratch")
+	if err := os.Mkdir(sdir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	gen, err := shmem.Create(filepath.Join(sdir, "config-versions"), -1)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer gen.Close()
+	s, err := tokenshadow.Open(tokenshadow.Options{Path: filepath.Join(sdir, "token.shadow"), Generations: gen})
+	if err != nil {
+		return nil, nil, err
+	}
+	for range n {
+		secret, err := s.Generate("scratch@pbs!tok")
+		if err != nil {
+			return nil, nil, err
+		}
+		raw, err := os.ReadFile(s.Path())
+		if err != nil {
+			return nil, nil, err
+		}
+		_, h, _ := strings.Cut(string(raw), `": "`)
+		h, _, _ = strings.Cut(h, `"`)
+		hashes, secrets = append(hashes, h), append(secrets, secret)
+	}
+	return hashes, secrets, nil
+}
