@@ -32,6 +32,20 @@ func newStore(t testing.TB) *Store {
 	return s
 }
 
+// newCachedToken makes a Store with one token whose secret has been verified once (cached).
+func newCachedToken(t *testing.T) (s *Store, id, secret string) {
+	t.Helper()
+	s, id = newStore(t), "alice@pbs!ci"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(id, secret); err != nil {
+		t.Fatal(err)
+	}
+	return s, id, secret
+}
+
 // cached reports whether the current snapshot holds a digest for id at the current generation.
 func cached(s *Store, id string) bool {
 	sn := s.snap.Load()
@@ -114,15 +128,7 @@ func TestGenerateVerifyRotateDelete(t *testing.T) {
 // TestCachedMismatchRejected checks that a wrong secret for a cached token is refused on the
 // fast path, and that a writer's bump sends the next Verify to the slow path.
 func TestCachedMismatchRejected(t *testing.T) {
-	s := newStore(t)
-	const id = "alice@pbs!ci"
-	secret, err := s.Generate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(id, secret); err != nil {
-		t.Fatal(err)
-	}
+	s, id, secret := newCachedToken(t)
 	// Make the file unusable without bumping: the fast path must still answer from the cache.
 	s.table.Store(nil)
 	if err := os.Chmod(s.Path(), 0o644); err != nil {
@@ -142,15 +148,7 @@ func TestCachedMismatchRejected(t *testing.T) {
 }
 
 func TestManualEditNoticed(t *testing.T) {
-	s := newStore(t)
-	const id = "alice@pbs!ci"
-	secret, err := s.Generate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(id, secret); err != nil {
-		t.Fatal(err)
-	}
+	s, id, secret := newCachedToken(t)
 	// An admin replaces the hash with one for another secret, in place, bumping nothing.
 	h, err := s.hasher.hash("edited-secret")
 	if err != nil {
@@ -405,15 +403,7 @@ func TestCheckScheme(t *testing.T) {
 }
 
 func TestFastPathAllocs(t *testing.T) {
-	s := newStore(t)
-	const id = "alice@pbs!ci"
-	secret, err := s.Generate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(id, secret); err != nil {
-		t.Fatal(err)
-	}
+	s, id, secret := newCachedToken(t)
 	if n := testing.AllocsPerRun(100, func() {
 		if s.Verify(id, secret) != nil {
 			t.Fatal("cached Verify failed")
@@ -499,15 +489,7 @@ func TestWatch(t *testing.T) {
 	if WatchInterval > time.Second/2 {
 		t.Fatalf("WatchInterval = %v; want at most 500ms so edits are noticed within 1s", WatchInterval)
 	}
-	s := newStore(t)
-	const id = "alice@pbs!ci"
-	secret, err := s.Generate(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Verify(id, secret); err != nil {
-		t.Fatal(err)
-	}
+	s, id, secret := newCachedToken(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tick := make(chan time.Time)
