@@ -246,6 +246,20 @@ func (c *child) expect(t *testing.T, prefix string) string {
 
 const expectTimeout = 60 * time.Second
 
+// sharedFiles makes a temp dir with a generation file, for children to share; shadow is the
+// token.shadow path in it (not created).
+func sharedFiles(t *testing.T) (dir, genPath, shadow string, gen *shmem.Cache) {
+	t.Helper()
+	dir = t.TempDir()
+	genPath, shadow = filepath.Join(dir, "config-versions"), filepath.Join(dir, "token.shadow")
+	gen, err := shmem.Create(genPath, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	return dir, genPath, shadow, gen
+}
+
 // TestCrossProcessRotation: process A rotates a token 100 times while B and C verify in a
 // loop; no verification that starts after a rotation returned may accept the old secret, and
 // the new one must be accepted. Then A deletes it, with the same rule.
@@ -254,13 +268,7 @@ func TestCrossProcessRotation(t *testing.T) {
 	if testing.Short() {
 		rotations = 20
 	}
-	dir := t.TempDir()
-	genPath, shadow := filepath.Join(dir, "config-versions"), filepath.Join(dir, "token.shadow")
-	gen, err := shmem.Create(genPath, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
+	_, genPath, shadow, _ := sharedFiles(t)
 	a := startChild(t, "writer", shadow, genPath)
 	a.send(t, "set 0")
 	first := a.expect(t, "set 0")
@@ -310,13 +318,7 @@ func TestWriterKilled(t *testing.T) {
 	if testing.Short() {
 		rounds = 5
 	}
-	dir := t.TempDir()
-	genPath, shadow := filepath.Join(dir, "config-versions"), filepath.Join(dir, "token.shadow")
-	gen, err := shmem.Create(genPath, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
+	dir, genPath, shadow, gen := sharedFiles(t)
 	s, err := Open(Options{Path: shadow, Generations: gen})
 	if err != nil {
 		t.Fatal(err)
