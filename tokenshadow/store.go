@@ -24,9 +24,10 @@
 // secret that verified (never the secret). The per-id maps are split in 64 copy-on-write shards
 // so that adding an entry copies 1/64 of them.
 //
-//   - Fast path (no allocation, ~50 ns): g = gen; snapshot.gen == g and id present; digest the
-//     presented secret and compare in constant time; gen still g: accept on equal, refuse on
-//     different (the stored hash at g is fixed, and only the cached secret matches it).
+//   - Fast path (no allocation; 150-250 ns on the 2-core VM, of which SHA-256 takes 115-165):
+//     g = gen; snapshot.gen == g and id present; digest the presented secret and compare in
+//     constant time; gen still g: accept on equal, refuse on different (the stored hash at g
+//     is fixed, and only the cached secret matches it).
 //   - Slow path: g0 = gen; read and parse token.shadow (the parsed table is reused while the
 //     generation and the file identity are unchanged); crypt-verify; g1 = gen; if g0 != g1 retry
 //     (at most 8 times); remember the digest in the snapshot of g0 only if the generation did
