@@ -45,12 +45,10 @@ func newFixture(n int) (*fixture, error) {
 		return nil, err
 	}
 	if n > 1 {
-		raw, err := os.ReadFile(path)
+		hash, err := firstHash(path)
 		if err != nil {
 			return nil, err
 		}
-		_, hash, _ := strings.Cut(string(raw), `": "`)
-		hash, _, _ = strings.Cut(hash, `"`)
 		var b strings.Builder
 		b.WriteString("{\n")
 		for i := range n {
@@ -68,6 +66,20 @@ func newFixture(n int) (*fixture, error) {
 		gen.Bump(shmem.TokenShadow) // as a writer would
 	}
 	return f, nil
+}
+
+// firstHash returns the hash of the first token in a token.shadow file.
+func firstHash(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	_, hash, ok := strings.Cut(string(raw), `": "`)
+	hash, _, ok2 := strings.Cut(hash, `"`)
+	if !ok || !ok2 {
+		return "", fmt.Errorf("no hash in %s", path)
+	}
+	return hash, nil
 }
 
 func (f *fixture) close() {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"gatehouse/shmem"
@@ -77,12 +76,10 @@ func scratchHashes(dir string, n int) (hashes, secrets []string, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		raw, err := os.ReadFile(s.Path())
+		h, err := firstHash(s.Path())
 		if err != nil {
 			return nil, nil, err
 		}
-		_, h, _ := strings.Cut(string(raw), `": "`)
-		h, _, _ = strings.Cut(h, `"`)
 		hashes, secrets = append(hashes, h), append(secrets, secret)
 	}
 	return hashes, secrets, nil
