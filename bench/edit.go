@@ -7,9 +7,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
-
-	"gatehouse/shmem"
-	"gatehouse/tokenshadow"
 )
 
 // measureEdit measures how long a manual edit of token.shadow (an editor's write of a new file
@@ -22,7 +19,7 @@ func measureEdit(runs int) ([]time.Duration, error) {
 		return nil, err
 	}
 	defer f.close()
-	hashes, secrets, err := scratchHashes(f.dir, runs)
+	hashes, secrets, err := scratchHashes(runs)
 	if err != nil {
 		return nil, err
 	}
@@ -57,26 +54,18 @@ func measureEdit(runs int) ([]time.Duration, error) {
 }
 
 // scratchHashes makes n fresh secrets and their $5$ hashes with a Store on a scratch file.
-func scratchHashes(dir string, n int) (hashes, secrets []string, err error) {
-	sdir := filepath.Join(dir, "scratch")
-	if err := os.Mkdir(sdir, 0o700); err != nil {
-		return nil, nil, err
-	}
-	gen, err := shmem.Create(filepath.Join(sdir, "config-versions"), -1)
+func scratchHashes(n int) (hashes, secrets []string, err error) {
+	scratch, err := newFixture(1)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer gen.Close()
-	s, err := tokenshadow.Open(tokenshadow.Options{Path: filepath.Join(sdir, "token.shadow"), Generations: gen})
-	if err != nil {
-		return nil, nil, err
-	}
+	defer scratch.close()
 	for range n {
-		secret, err := s.Generate("scratch@pbs!tok")
+		secret, err := scratch.store.Generate(scratch.ids[0])
 		if err != nil {
 			return nil, nil, err
 		}
-		h, err := firstHash(s.Path())
+		h, err := firstHash(scratch.store.Path())
 		if err != nil {
 			return nil, nil, err
 		}
