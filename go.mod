@@ -6,8 +6,12 @@ require (
 	github.com/go-crypt/crypt v0.14.15
 	github.com/gofrs/flock v0.13.1
 	github.com/google/uuid v1.6.0
+	github.com/minio/sha256-simd v1.0.1
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/go-crypt/x v0.4.16 // indirect
+require (
+	github.com/go-crypt/x v0.4.16 // indirect
+	github.com/klauspost/cpuid/v2 v2.2.3 // indirect
+)

@@ -21,10 +21,14 @@
 //
 // Each Store holds an immutable snapshot behind an atomic pointer: the generation it was built
 // at, the identity of the file it was read from, and per token id the SHA-256 digest of the
-// secret that verified (never the secret). The per-id maps are split in 64 copy-on-write shards
-// so that adding an entry copies 1/64 of them.
+// secret that verified (never the secret). The entries are split in 64 copy-on-write shards so
+// that adding one copies 1/64 of them; a per-process seeded 64-bit hash of the id, computed once
+// per Verify, picks the shard and is the key within it, and each entry keeps its id so that
+// colliding ids are told apart (a collision costs a slow path, never a wrong answer).
 //
-//   - Fast path (no allocation; 150-250 ns on the 2-core VM, of which SHA-256 takes 115-165):
+//   - Fast path (no allocation; 77-88 ns on the 2-core VM, of which SHA-256 of a 36-byte
+//     secret takes 65-69 with github.com/minio/sha256-simd on SHA-NI, against 83 with
+//     crypto/sha256, so the former is used):
 //     g = gen; snapshot.gen == g and id present; digest the presented secret and compare in
 //     constant time; gen still g: accept on equal, refuse on different (the stored hash at g
 //     is fixed, and only the cached secret matches it).
@@ -46,7 +50,6 @@ package tokenshadow
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -56,8 +59,10 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
+	sha256 "github.com/minio/sha256-simd"
 	"golang.org/x/sync/singleflight"
 
 	"gatehouse/authid"
@@ -111,7 +116,18 @@ type Store struct {
 type snapshot struct {
 	gen    uint64
 	fid    fileID
-	shards [shardCount]atomic.Pointer[map[string][sha256.Size]byte]
+	shards [shardCount]atomic.Pointer[shard]
+}
+
+// shard maps the seeded hash of a token id (see Store.key) to the id and its digest. The id is
+// stored to tell colliding ids apart: an entry for another id is a miss, and remember lets the
+// newer one replace it. Hashing the id once per Verify, for both the shard and the map, is what
+// keeps the fast path within budget.
+type shard map[uint64]entry
+
+type entry struct {
+	id  string
+	sum [sha256.Size]byte
 }
 
 // Open returns a Store for o.Path. It does not read the file: that happens on first use.
@@ -161,9 +177,10 @@ func (s *Store) Verify(id, secret string) error {
 	sum := digest(secret)
 	g := s.gen.Load(shmem.TokenShadow)
 	if sn := s.snap.Load(); sn != nil && sn.gen == g {
-		if m := sn.shards[s.shard(id)].Load(); m != nil {
-			if d, ok := (*m)[id]; ok {
-				eq := equal(&sum, &d)
+		k := s.key(id)
+		if m := sn.shards[k%shardCount].Load(); m != nil {
+			if e, ok := (*m)[k]; ok && e.id == id {
+				eq := equal(&sum, &e.sum)
 				if s.gen.Load(shmem.TokenShadow) == g {
 					if eq {
 						return nil
@@ -176,16 +193,10 @@ func (s *Store) Verify(id, secret string) error {
 	return s.verifySlow(id, secret, sum, g)
 }
 
-// digest returns SHA-256(secret) without allocating: secret is at most MaxSecretLen bytes.
+// digest returns SHA-256(secret) without allocating or copying: Sum256 only reads its input
+// and keeps no reference to it, so it is handed the string's bytes directly.
 func digest(secret string) [sha256.Size]byte {
-	if len(secret) <= 64 { // a PBS secret is a 36-byte UUID; skip zeroing the large buffer
-		var buf [64]byte
-		n := copy(buf[:], secret)
-		return sha256.Sum256(buf[:n])
-	}
-	var buf [MaxSecretLen]byte
-	n := copy(buf[:], secret)
-	return sha256.Sum256(buf[:n])
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(secret), len(secret)))
 }
 
 // equal compares two digests in constant time: no branch or memory access depends on their
@@ -198,8 +209,10 @@ func equal(a, b *[sha256.Size]byte) bool {
 	return subtle.ConstantTimeEq(int32(uint32(x>>32)|uint32(x)), 0) == 1
 }
 
-func (s *Store) shard(id string) int {
-	return int(maphash.String(s.seed, id) % shardCount)
+// key is the per-process seeded hash of a token id: its low bits pick the shard, the whole
+// value is the key within it.
+func (s *Store) key(id string) uint64 {
+	return maphash.String(s.seed, id)
 }
 
 type verdict struct {
@@ -290,7 +303,9 @@ func (s *Store) load(g uint64) (*table, error) {
 // snapshot when the current one is of another generation or file, and never replacing a newer
 // one.
 func (s *Store) remember(g uint64, fid fileID, id string, sum [sha256.Size]byte) {
-	i := s.shard(id)
+	k := s.key(id)
+	i := k % shardCount
+	e := entry{id: id, sum: sum}
 	for {
 		sn := s.snap.Load()
 		if sn != nil && sn.gen > g {
@@ -298,7 +313,7 @@ func (s *Store) remember(g uint64, fid fileID, id string, sum [sha256.Size]byte)
 		}
 		if sn == nil || sn.gen != g || sn.fid != fid {
 			fresh := &snapshot{gen: g, fid: fid}
-			m := map[string][sha256.Size]byte{id: sum}
+			m := shard{k: e}
 			fresh.shards[i].Store(&m)
 			if s.snap.CompareAndSwap(sn, fresh) {
 				return
@@ -306,16 +321,16 @@ func (s *Store) remember(g uint64, fid fileID, id string, sum [sha256.Size]byte)
 			continue
 		}
 		old := sn.shards[i].Load()
-		var m map[string][sha256.Size]byte
+		var m shard
 		if old == nil {
-			m = make(map[string][sha256.Size]byte, 1)
+			m = make(shard, 1)
 		} else {
-			m = make(map[string][sha256.Size]byte, len(*old)+1)
+			m = make(shard, len(*old)+1)
 			for k, v := range *old {
 				m[k] = v
 			}
 		}
-		m[id] = sum
+		m[k] = e
 		if sn.shards[i].CompareAndSwap(old, &m) {
 			return
 		}

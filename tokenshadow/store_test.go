@@ -3,6 +3,7 @@ package tokenshadow
 import (
 	"bytes"
 	"context"
+	stdsha256 "crypto/sha256"
 	"errors"
 	"os"
 	"os/exec"
@@ -52,12 +53,13 @@ func cached(s *Store, id string) bool {
 	if sn == nil || sn.gen != s.gen.Load(shmem.TokenShadow) {
 		return false
 	}
-	m := sn.shards[s.shard(id)].Load()
+	k := s.key(id)
+	m := sn.shards[k%shardCount].Load()
 	if m == nil {
 		return false
 	}
-	_, ok := (*m)[id]
-	return ok
+	e, ok := (*m)[k]
+	return ok && e.id == id
 }
 
 func TestGenerateVerifyRotateDelete(t *testing.T) {
@@ -480,6 +482,62 @@ func TestEqual(t *testing.T) {
 	}
 	if err := quick.Check(f, &quick.Config{MaxCount: 10000}); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestDigestIsSHA256 checks the cache digest against crypto/sha256 at every length up to
+// MaxSecretLen, which covers each padding case (55, 56, 63, 64 bytes and beyond).
+func TestDigestIsSHA256(t *testing.T) {
+	in := make([]byte, MaxSecretLen)
+	for i := range in {
+		in[i] = byte(i*7 + 1)
+	}
+	for n := 0; n <= MaxSecretLen; n++ {
+		if got, want := digest(string(in[:n])), stdsha256.Sum256(in[:n]); got != want {
+			t.Fatalf("digest of %d bytes = %x; want SHA-256 %x", n, got, want)
+		}
+	}
+}
+
+// TestCachedKeyCollision plants, under the hash key of one token, the cache entry of another
+// (what a collision of the 64-bit seeded hashes would leave): the fast path must not answer
+// for the wrong id, and the next slow-path verification replaces the entry.
+func TestCachedKeyCollision(t *testing.T) {
+	s, alice, aliceSecret := newCachedToken(t)
+	const bob = "bob@pbs!ci"
+	bobSecret, err := s.Generate(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(alice, aliceSecret); err != nil { // cache again after the bump
+		t.Fatal(err)
+	}
+	sn := s.snap.Load()
+	kb := s.key(bob)
+	m := shard{kb: {id: alice, sum: digest(aliceSecret)}}
+	if old := sn.shards[kb%shardCount].Load(); old != nil {
+		for k, v := range *old {
+			if k != kb {
+				m[k] = v
+			}
+		}
+	}
+	sn.shards[kb%shardCount].Store(&m)
+
+	if err := s.Verify(bob, aliceSecret); !errors.Is(err, ErrWrongSecret) {
+		t.Errorf("Verify(bob, alice's secret) with alice's entry under bob's key = %v; want ErrWrongSecret", err)
+	}
+	if cached(s, bob) {
+		t.Fatal("bob cached after a refused verification")
+	}
+	if err := s.Verify(bob, bobSecret); err != nil {
+		t.Errorf("Verify(bob) = %v; want nil", err)
+	}
+	if !cached(s, bob) {
+		t.Error("bob not cached after the slow path accepted his secret")
+	}
+	if err := s.Verify(alice, aliceSecret); err != nil || !cached(s, alice) {
+		t.Errorf("Verify(alice) = %v, cached %v; want nil, true", err, cached(s, alice))
 	}
 }
 
