@@ -65,6 +65,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"gatehouse/authid"
+	"gatehouse/crypthash"
 	"gatehouse/lockfile"
 	"gatehouse/shmem"
 )
@@ -83,6 +84,7 @@ var (
 	ErrWrongSecret   = errors.New("wrong token secret")
 	ErrSecretTooLong = errors.New("token secret too long")
 	ErrBusy          = errors.New("token shadow changed during every verification attempt")
+	ErrBadHash       = crypthash.ErrBadHash // a stored hash cannot be used
 )
 
 // Options configure a Store.
@@ -102,7 +104,7 @@ type Store struct {
 	lockTimeout    time.Duration
 	mode           os.FileMode
 	gid            int
-	hasher         *hasher
+	hasher         *crypthash.Hasher
 	seed           maphash.Seed
 
 	snap   atomic.Pointer[snapshot] // nil: nothing cached
@@ -137,7 +139,7 @@ func Open(o Options) (*Store, error) {
 	if o.Generations == nil {
 		return nil, fmt.Errorf("opening token shadow %s: no generation cache given", o.Path)
 	}
-	h, err := newHasher()
+	h, err := crypthash.New()
 	if err != nil {
 		return nil, fmt.Errorf("opening token shadow %s: %w", o.Path, err)
 	}
@@ -270,7 +272,7 @@ func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, erro
 		hash, found := t.hashes[id]
 		match := false
 		if found {
-			if match, err = s.hasher.check(hash, secret); err != nil {
+			if match, err = s.hasher.Check(hash, secret); err != nil {
 				return verdict{}, fmt.Errorf("verifying token %s in %s: %w", id, s.path, err)
 			}
 		}
@@ -397,7 +399,7 @@ func (s *Store) Set(id, secret string) error {
 	if secret == "" || len(secret) > MaxSecretLen {
 		return fmt.Errorf("setting token secret of %s: secret is %d bytes, want 1..%d", id, len(secret), MaxSecretLen)
 	}
-	h, err := s.hasher.hash(secret)
+	h, err := s.hasher.Hash(secret)
 	if err != nil {
 		return fmt.Errorf("setting token secret of %s: %w", id, err)
 	}
@@ -430,7 +432,7 @@ func (s *Store) Rotate(id string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("rotating token %s: %w", id, err)
 	}
-	h, err := s.hasher.hash(secret)
+	h, err := s.hasher.Hash(secret)
 	if err != nil {
 		return "", fmt.Errorf("rotating token %s: %w", id, err)
 	}

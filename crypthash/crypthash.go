@@ -1,4 +1,12 @@
-package tokenshadow
+// Package crypthash makes and checks the crypt(3) hashes Gatehouse stores for secrets: API token
+// secrets (token.shadow) and pbs-realm passwords (shadow.json), as PBS does.
+//
+// New hashes are SHA-256-crypt ($5$) with 5000 rounds, set explicitly (the crypt(3) default, so
+// the rounds field is omitted as crypt(3) does; `openssl passwd -5 -salt <salt>` prints the same
+// string). Check accepts $5$ and $6$ with 1000..10 000 000 rounds and yescrypt ($y$), the hashes
+// openssl passwd -5/-6 and mkpasswd make. A value that is not one of those is refused with
+// ErrBadHash, and no error ever contains the secret or a value that may be one.
+package crypthash
 
 import (
 	"errors"
@@ -21,13 +29,14 @@ const (
 // ErrBadHash is wrapped when a stored hash cannot be used: unknown scheme, malformed, or too few rounds.
 var ErrBadHash = errors.New("unusable secret hash")
 
-// hasher makes and checks crypt(3) hashes. It is immutable after newHasher.
-type hasher struct {
+// Hasher makes and checks crypt(3) hashes. It is immutable after New and safe for concurrent use.
+type Hasher struct {
 	new     *shacrypt.Hasher
 	decoder *crypt.Decoder
 }
 
-func newHasher() (*hasher, error) {
+// New returns a Hasher.
+func New() (*Hasher, error) {
 	h, err := shacrypt.New(shacrypt.WithVariant(shacrypt.VariantSHA256), shacrypt.WithIterations(HashRounds))
 	if err != nil {
 		return nil, fmt.Errorf("setting up SHA-256-crypt: %w", err)
@@ -39,12 +48,12 @@ func newHasher() (*hasher, error) {
 	if err := scrypt.RegisterDecoderYescrypt(d); err != nil {
 		return nil, fmt.Errorf("registering yescrypt decoder: %w", err)
 	}
-	return &hasher{new: h, decoder: d}, nil
+	return &Hasher{new: h, decoder: d}, nil
 }
 
-// hash returns a new "$5$<salt>$<key>" hash of secret (5000 rounds, the PBS default, so the
+// Hash returns a new "$5$<salt>$<key>" hash of secret (5000 rounds, the PBS default, so the
 // rounds field is omitted as crypt(3) does).
-func (h *hasher) hash(secret string) (string, error) {
+func (h *Hasher) Hash(secret string) (string, error) {
 	d, err := h.new.Hash(secret)
 	if err != nil {
 		return "", fmt.Errorf("hashing secret: %w", err)
@@ -52,10 +61,10 @@ func (h *hasher) hash(secret string) (string, error) {
 	return d.Encode(), nil
 }
 
-// check reports whether secret matches the crypt(3) hash. Accepted schemes: $5$, $6$, $y$.
+// Check reports whether secret matches the crypt(3) hash. Accepted schemes: $5$, $6$, $y$.
 // Errors never contain the secret.
-func (h *hasher) check(hash, secret string) (bool, error) {
-	if err := checkScheme(hash); err != nil {
+func (h *Hasher) Check(hash, secret string) (bool, error) {
+	if err := CheckScheme(hash); err != nil {
 		return false, err
 	}
 	d, err := h.decoder.Decode(hash)
@@ -69,8 +78,8 @@ func (h *hasher) check(hash, secret string) (bool, error) {
 	return ok, nil
 }
 
-// checkScheme accepts $5$, $6$ (with rounds in MinRounds..MaxRounds when given) and $y$.
-func checkScheme(hash string) error {
+// CheckScheme accepts $5$, $6$ (with rounds in MinRounds..MaxRounds when given) and $y$.
+func CheckScheme(hash string) error {
 	var rest string
 	switch {
 	case strings.HasPrefix(hash, "$5$"), strings.HasPrefix(hash, "$6$"):
@@ -96,7 +105,7 @@ func checkScheme(hash string) error {
 	}
 	rounds, err := strconv.Atoi(n)
 	if err != nil {
-		return fmt.Errorf("hash has rounds=%.12q: %w", n, ErrBadHash)
+		return fmt.Errorf("hash has a rounds field that is not a number: %w", ErrBadHash)
 	}
 	if rounds < MinRounds || rounds > MaxRounds {
 		return fmt.Errorf("hash has rounds=%d, want %d..%d: %w", rounds, MinRounds, MaxRounds, ErrBadHash)
