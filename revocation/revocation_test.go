@@ -1,0 +1,130 @@
+package revocation
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"gatehouse/shmem"
+)
+
+func open(t *testing.T, dir string) *Store {
+	t.Helper()
+	genPath := filepath.Join(dir, "config-versions")
+	gen, err := shmem.Open(genPath)
+	if err != nil {
+		gen, err = shmem.Create(genPath, -1)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	s, err := Open(Options{Path: filepath.Join(dir, "revocations.json"), Generations: gen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestRevoke(t *testing.T) {
+	dir := t.TempDir()
+	a, b := open(t, dir), open(t, dir) // two views, as two processes have
+	now := time.Unix(1_800_000_000, 0)
+	if r, err := b.Revoked("alice@pbs", now); r || err != nil {
+		t.Fatalf("Revoked before any revocation = %v, %v; want false, nil", r, err)
+	}
+	if err := a.Revoke("alice@pbs", now); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		user   string
+		issued time.Time
+		want   bool
+	}{
+		{"alice@pbs", now.Add(-time.Hour), true},
+		{"alice@pbs", now, true},
+		{"alice@pbs", now.Add(999 * time.Millisecond), true}, // same second
+		{"alice@pbs", now.Add(time.Second), false},
+		{"bob@pbs", now.Add(-time.Hour), false},
+	}
+	for _, tt := range tests {
+		if got, err := b.Revoked(tt.user, tt.issued); got != tt.want || err != nil {
+			t.Errorf("Revoked(%s, %v) = %v, %v; want %v", tt.user, tt.issued, got, err, tt.want)
+		}
+	}
+	if nb, _ := b.NotBefore("alice@pbs", now); !nb.Equal(now.Add(time.Second)) {
+		t.Errorf("NotBefore(alice, now) = %v; want now+1s", nb)
+	}
+	if nb, _ := b.NotBefore("alice@pbs", now.Add(time.Minute)); !nb.Equal(now.Add(time.Minute)) {
+		t.Errorf("NotBefore(alice, later) = %v; want later", nb)
+	}
+	// Never backwards.
+	if err := a.Revoke("alice@pbs", now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := b.Revoked("alice@pbs", now); !r {
+		t.Error("an older Revoke moved the time backwards")
+	}
+	fi, err := os.Stat(a.o.Path)
+	if err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("file mode = %v, %v; want 0640", fi, err)
+	}
+}
+
+func TestBadFile(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":    "",
+		"array":    "[]",
+		"null":     "null",
+		"string":   `{"alice@pbs": "1"}`,
+		"bad user": `{"alice": 1}`,
+		"negative": `{"alice@pbs": -1}`,
+		"trailing": `{"alice@pbs": 1} {}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t, t.TempDir())
+			if err := os.WriteFile(s.o.Path, []byte(content), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Revoked("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Revoked on %q = %v; want ErrCorrupt", content, err)
+			}
+			if err := s.Revoke("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Revoke on %q = %v; want ErrCorrupt", content, err)
+			}
+			if data, _ := os.ReadFile(s.o.Path); string(data) != content {
+				t.Errorf("file now %q; want it untouched", data)
+			}
+		})
+	}
+	s := open(t, t.TempDir())
+	if err := os.WriteFile(s.o.Path, []byte(`{}`), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(s.o.Path, 0o666)
+	if _, err := s.Revoked("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Revoked on a world-writable file = %v; want ErrCorrupt", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{`{}`, `{"root@pam": 1800000000}`, `{"a@b": 0}`, `[`, `null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := parse(data)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("parse(%q) = %v; want an error wrapping ErrCorrupt", data, err)
+			}
+			return
+		}
+		for _, v := range m {
+			if v <= 0 {
+				t.Fatalf("parse(%q) accepted time %d", data, v)
+			}
+		}
+	})
+}
