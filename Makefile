@@ -9,7 +9,7 @@ BENCHTIME ?= 1s
 # Debian packages the tests use as real peers: openssl passwd, mkpasswd (whois).
 DEB_TOOLS := openssl:openssl mkpasswd:whois
 # Every fuzz target: package and function.
-FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen ./revocation:FuzzParse
+FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen ./revocation:FuzzParse ./params:FuzzRead
 
 .PHONY: all build run test check deps fuzz fuzz-smoke bench clean
 
