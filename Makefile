@@ -6,16 +6,20 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME ?= 30s
 SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
-# Debian packages the tests use as real peers: openssl passwd, mkpasswd (whois).
-DEB_TOOLS := openssl:openssl mkpasswd:whois
+# Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
+# PAM headers the pam realm is built against (cgo); openssl and mkpasswd (whois) are real peers.
+DEB_TOOLS := openssl:openssl mkpasswd:whois /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc
 # Every fuzz target: package and function.
-FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen ./revocation:FuzzParse ./params:FuzzRead
+FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
+	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
+	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys \
+	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr
 
 .PHONY: all build run test check deps fuzz fuzz-smoke bench clean
 
 all: build
 
-build:
+build: deps
 	$(GO) build ./...
 	$(GO) vet ./...
 
@@ -39,12 +43,12 @@ check:
 
 deps:
 	@missing=""; for pair in $(DEB_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-		command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+		{ [ -e "$$cmd" ] || command -v $$cmd >/dev/null; } || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		echo "installing Debian packages:$$missing"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing \
-			|| { echo "could not install$$missing; the interop tests will be skipped"; [ -z "$$CI" ]; }; \
+			|| { echo "could not install$$missing: the build needs libpam0g-dev and gcc; without openssl and whois the interop tests are skipped"; [ -z "$$CI" ]; }; \
 	fi
 	$(GO) mod download
 

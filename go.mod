@@ -7,6 +7,7 @@ require (
 	github.com/gofrs/flock v0.13.1
 	github.com/google/uuid v1.6.0
 	github.com/minio/sha256-simd v1.0.1
+	github.com/msteinert/pam/v2 v2.1.0
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.49.0
 )

@@ -1,0 +1,295 @@
+// Package authority is apid's HTTP handler: the privileged side of Gatehouse, served only on a
+// unix socket to peers that SO_PEERCRED shows are proxyd or root (package peercred).
+//
+// It alone checks passwords (pbs realm: shadow.json; pam realm: PAM), signs tickets, writes
+// user.cfg, token.shadow, shadow.json and revocations.json (each under its lock, atomically,
+// bumping the matching generation). The caller's identity arrives in forward.Authid, set by
+// proxyd after it verified the ticket or token; a root peer without that header (gatectl) acts as
+// root@pam. A proxyd peer without it may only create a ticket.
+//
+// # Permissions (minimal, as PBS's defaults)
+//
+//   - root@pam manages every user, token and password.
+//   - A user reads and updates their own entry (comment, email, names), changes their own
+//     password and manages their own tokens; only root@pam creates, enables or deletes users.
+//   - An API token acts as its user but may not change passwords nor manage tokens, so a leaked
+//     token cannot mint more.
+//
+// # Tickets
+//
+// A login with a correct password, or a renewal (the password is a valid, unrevoked ticket of
+// the same user), returns {"username", "ticket", "CSRFPreventionToken"} with a 2 h ticket,
+// stamped no earlier than the user's revocation time + 1 s. Logout and a password change
+// record a revocation time for the user, ending every older ticket in every process; a password
+// change hands the calling session a new ticket (forward.NewTicket) so it survives.
+// A failed login answers 401 with the reason in forward.Failure, for proxyd's auth log only.
+package authority
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"gatehouse/authid"
+	"gatehouse/forward"
+	"gatehouse/peercred"
+	"gatehouse/realm"
+	"gatehouse/revocation"
+	"gatehouse/ticket"
+	"gatehouse/tokenshadow"
+	"gatehouse/users"
+)
+
+// Superuser is the user who manages everyone.
+const Superuser = "root@pam"
+
+// Options configure a Server. Every field is required except Log and Now.
+type Options struct {
+	Prefix      string // ticket prefix; default "PBS"
+	Signer      *ticket.Signer
+	CSRF        *ticket.CSRFKey
+	Users       *users.Store
+	Tokens      *tokenshadow.Store
+	Realms      *realm.Realms
+	Revocations *revocation.Store
+	Log         *slog.Logger
+	Now         func() time.Time
+}
+
+// Server is the apid handler.
+type Server struct {
+	o      Options
+	verify *ticket.Verifier
+	mux    *http.ServeMux
+}
+
+// New checks o and returns a Server.
+func New(o Options) (*Server, error) {
+	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil {
+		return nil, errors.New("creating apid handler: a required option is missing")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "PBS"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{o: o, verify: o.Signer.Public()}
+	m := http.NewServeMux()
+	m.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
+	m.HandleFunc("DELETE /api2/json/access/ticket", s.caller(s.logout))
+	m.HandleFunc("PUT /api2/json/access/password", s.caller(s.changePassword))
+	m.HandleFunc("GET /api2/json/access/users", s.caller(s.listUsers))
+	m.HandleFunc("POST /api2/json/access/users", s.caller(s.createUser))
+	m.HandleFunc("GET /api2/json/access/users/{userid}", s.caller(s.getUser))
+	m.HandleFunc("PUT /api2/json/access/users/{userid}", s.caller(s.updateUser))
+	m.HandleFunc("DELETE /api2/json/access/users/{userid}", s.caller(s.deleteUser))
+	m.HandleFunc("GET /api2/json/access/users/{userid}/token", s.caller(s.listTokens))
+	m.HandleFunc("GET /api2/json/access/users/{userid}/token/{name}", s.caller(s.getToken))
+	m.HandleFunc("POST /api2/json/access/users/{userid}/token/{name}", s.caller(s.createToken))
+	m.HandleFunc("PUT /api2/json/access/users/{userid}/token/{name}", s.caller(s.updateToken))
+	m.HandleFunc("DELETE /api2/json/access/users/{userid}/token/{name}", s.caller(s.deleteToken))
+	s.mux = m
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// who is the verified caller of a request.
+type who struct {
+	authid  authid.Authid
+	session string // cookie name when the caller came with a ticket
+}
+
+func (c who) userid() string { return c.authid.Userid() }
+func (c who) root() bool     { return !c.authid.IsToken() && c.userid() == Superuser }
+
+// may reports whether c may act on target's own things (entry, password, tokens).
+func (c who) may(target string) bool {
+	return c.root() || (c.userid() == target && !c.authid.IsToken())
+}
+
+// caller resolves the identity proxyd forwarded, or root@pam for a root peer without one.
+func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(forward.Authid)
+		if id == "" {
+			if cred, ok := peercred.FromContext(r.Context()); ok && cred.UID == 0 && r.Header.Get(forward.Rhost) == "" {
+				id = Superuser
+			}
+		}
+		if id == "" {
+			writeError(w, http.StatusUnauthorized, "authentication required")
+			return
+		}
+		a, err := authid.Parse(id)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad caller identity")
+			return
+		}
+		h(w, r, who{authid: a, session: r.Header.Get(forward.Session)})
+	}
+}
+
+type ticketRequest struct {
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	Realm        string `json:"realm"`
+	TFAChallenge string `json:"tfa-challenge"`
+}
+
+func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
+	now := s.o.Now()
+	var req ticketRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "malformed ticket request")
+		return
+	}
+	userid := req.Username
+	if req.Realm != "" && !strings.Contains(userid, "@") {
+		userid += "@" + req.Realm
+	}
+	fail := func(reason string) {
+		w.Header().Set(forward.Failure, reason)
+		w.Header().Set(forward.FailUser, userid)
+		s.o.Log.Info("authentication failure", "user", userid, "rhost", r.Header.Get(forward.Rhost), "msg", reason)
+		writeError(w, http.StatusUnauthorized, "authentication failure")
+	}
+	if _, err := authid.ParseUserid(userid); err != nil {
+		fail("invalid user name")
+		return
+	}
+	if req.TFAChallenge != "" {
+		writeError(w, http.StatusBadRequest, "two-factor authentication is not available yet")
+		return
+	}
+	if strings.HasPrefix(req.Password, s.o.Prefix+":") {
+		tu, issued, err := s.verify.VerifyUser(req.Password, s.o.Prefix, now)
+		if err != nil || tu != userid {
+			fail("invalid ticket")
+			return
+		}
+		if revoked, err := s.o.Revocations.Revoked(userid, issued); err != nil || revoked {
+			s.internal(w, err, "checking revocation")
+			if err == nil {
+				fail("ticket was revoked")
+			}
+			return
+		}
+	} else if err := s.o.Realms.Check(userid, req.Password); err != nil {
+		if errors.Is(err, realm.ErrBadPassword) || errors.Is(err, realm.ErrNoRealm) {
+			fail("invalid credentials")
+			return
+		}
+		s.internal(w, err, "checking password")
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	if err := cfg.Active(userid, now); err != nil {
+		fail("user account is disabled, expired or unknown")
+		return
+	}
+	tk, err := s.newTicket(userid, now)
+	if err != nil {
+		s.internal(w, err, "signing ticket")
+		return
+	}
+	writeData(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": s.o.CSRF.Token(userid, now)})
+}
+
+// newTicket signs a full ticket for userid, stamped after any revocation.
+func (s *Server) newTicket(userid string, now time.Time) (string, error) {
+	stamp, err := s.o.Revocations.NotBefore(userid, now)
+	if err != nil {
+		return "", err
+	}
+	return s.o.Signer.SignUser(s.o.Prefix, userid, stamp)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, c who) {
+	if err := s.o.Revocations.Revoke(c.userid(), s.o.Now()); err != nil {
+		s.internal(w, err, "revoking tickets")
+		return
+	}
+	writeData(w, nil)
+}
+
+func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
+	p, err := readParams(w, r, "userid", "password", "confirmation-password")
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	target, pw := p["userid"], p["password"]
+	if target == "" || pw == "" {
+		writeError(w, http.StatusBadRequest, "userid and password are required")
+		return
+	}
+	if !c.may(target) {
+		writeError(w, http.StatusForbidden, "permission check failed")
+		return
+	}
+	a, err := authid.ParseUserid(target)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid userid")
+		return
+	}
+	if a.Realm != "pbs" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("passwords of realm %q are not managed by Gatehouse", a.Realm))
+		return
+	}
+	if err := s.o.Realms.Passwords.Set(target, pw); err != nil {
+		if errors.Is(err, realm.ErrBadPassword) {
+			writeError(w, http.StatusBadRequest, "password does not meet the requirements")
+			return
+		}
+		s.internal(w, err, "setting password")
+		return
+	}
+	now := s.o.Now()
+	if err := s.o.Revocations.Revoke(target, now); err != nil {
+		s.internal(w, err, "revoking tickets")
+		return
+	}
+	if c.session != "" && c.userid() == target {
+		tk, err := s.newTicket(target, now)
+		if err != nil {
+			s.internal(w, err, "signing ticket")
+			return
+		}
+		w.Header().Set(forward.NewTicket, tk)
+	}
+	writeData(w, nil)
+}
+
+func (s *Server) internal(w http.ResponseWriter, err error, doing string) {
+	if err == nil {
+		return
+	}
+	s.o.Log.Error(doing, "err", err)
+	writeError(w, http.StatusInternalServerError, doing+" failed")
+}
+
+func writeData(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{"data": v})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": msg})
+}

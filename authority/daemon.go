@@ -1,0 +1,174 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/user"
+	"strconv"
+	"time"
+
+	"gatehouse/layout"
+	"gatehouse/peercred"
+	"gatehouse/realm"
+	"gatehouse/revocation"
+	"gatehouse/shmem"
+	"gatehouse/ticket"
+	"gatehouse/tlscert"
+	"gatehouse/tokenshadow"
+	"gatehouse/users"
+)
+
+// DaemonUser is the account proxyd runs as; apid admits its uid and gives files its group.
+const DaemonUser = "gatehouse"
+
+// Main runs apid with command-line args until ctx is done. It creates what a first start
+// needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
+// certificate and user.cfg with root@pam. It logs "listening" once the socket accepts.
+func Main(ctx context.Context, args []string, stderr io.Writer) error {
+	fl := flag.NewFlagSet("apid", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	var d layout.Dirs
+	fl.StringVar(&d.Config, "config-dir", layout.DefaultConfigDir, "configuration directory")
+	fl.StringVar(&d.Run, "run-dir", layout.DefaultRunDir, "runtime directory (socket, generation file, locks)")
+	proxyUser := fl.String("proxy-user", DaemonUser, "user (name or uid) proxyd runs as: admitted on the socket, group of the files it reads")
+	prefix := fl.String("prefix", "PBS", "ticket product prefix")
+	pamService := fl.String("pam-service", realm.DefaultPAMService, "PAM service of the pam realm")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	uid, gid, err := lookupUser(*proxyUser)
+	if err != nil {
+		return err
+	}
+	s, gen, err := setUp(d, gid, *prefix, *pamService, log)
+	if err != nil {
+		return err
+	}
+	defer gen.Close()
+	allowed := []uint32{uint32(os.Getuid())}
+	if uid >= 0 {
+		allowed = append(allowed, uint32(uid))
+	}
+	ln, err := peercred.Listen(d.Socket(), peercred.Options{GID: gid, Allowed: allowed, Refused: func(c peercred.Cred, err error) {
+		log.Warn("refused connection", "uid", c.UID, "pid", c.PID, "err", err)
+	}})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("listening", "addr", d.Socket(), "proxy_uid", uid)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving %s: %w", d.Socket(), err)
+	}
+	return nil
+}
+
+// lookupUser resolves proxyd's account; a missing default account means "same uid as apid"
+// (demo mode), reported as uid -1.
+func lookupUser(name string) (uid, gid int, err error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		u, err := user.LookupId(name)
+		if err != nil {
+			return n, n, nil // a bare uid without an account: its group id is taken to be equal
+		}
+		g, _ := strconv.Atoi(u.Gid)
+		return n, g, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if name == DaemonUser {
+			return -1, -1, nil
+		}
+		return 0, 0, fmt.Errorf("looking up proxyd's user %s: %w", name, err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+// setUp makes the directories and first-start files and opens every store.
+func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) (*Server, *shmem.Cache, error) {
+	for _, dir := range []string{d.Config, d.Run, d.ShmemDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("making directory %s: %w", dir, err)
+		}
+	}
+	gen, err := shmem.Open(d.Generations())
+	if errors.Is(err, fs.ErrNotExist) {
+		gen, err = shmem.Create(d.Generations(), gid)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*Server, *shmem.Cache, error) {
+		gen.Close()
+		return nil, nil, err
+	}
+	if _, err := os.Stat(d.AuthKey()); errors.Is(err, fs.ErrNotExist) {
+		if err := ticket.GenerateKeys(d.AuthKey(), d.AuthPub(), gid); err != nil {
+			return fail(err)
+		}
+		gen.Bump(shmem.Keys)
+		log.Info("made ticket signing key", "path", d.AuthKey())
+	}
+	if _, err := os.Stat(d.CSRFKey()); errors.Is(err, fs.ErrNotExist) {
+		if err := ticket.GenerateCSRFKey(d.CSRFKey(), gid); err != nil {
+			return fail(err)
+		}
+		gen.Bump(shmem.Keys)
+	}
+	if made, err := tlscert.Ensure(d.ProxyKey(), d.ProxyCert(), gid, time.Now()); err != nil {
+		return fail(err)
+	} else if made {
+		log.Info("made self-signed TLS certificate", "path", d.ProxyCert())
+	}
+	signer, err := ticket.LoadSigner(d.AuthKey())
+	if err != nil {
+		return fail(err)
+	}
+	csrf, err := ticket.LoadCSRFKey(d.CSRFKey())
+	if err != nil {
+		return fail(err)
+	}
+	us, err := users.Open(users.Options{Path: d.UserCfg(), LockPath: d.Lock("user.cfg"), Generations: gen, GID: gid})
+	if err != nil {
+		return fail(err)
+	}
+	if err := us.Bootstrap(); err != nil {
+		return fail(err)
+	}
+	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen, GID: gid})
+	if err != nil {
+		return fail(err)
+	}
+	pw, err := realm.OpenPasswords(realm.PasswordOptions{Path: d.Shadow(), LockPath: d.Lock("shadow.json")})
+	if err != nil {
+		return fail(err)
+	}
+	rev, err := revocation.Open(revocation.Options{Path: d.Revocations(), LockPath: d.Lock("revocations"), Generations: gen, GID: gid})
+	if err != nil {
+		return fail(err)
+	}
+	s, err := New(Options{
+		Prefix: prefix, Signer: signer, CSRF: csrf, Users: us, Tokens: tokens,
+		Realms: &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, Log: log,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return s, gen, nil
+}

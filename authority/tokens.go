@@ -1,0 +1,185 @@
+package authority
+
+import (
+	"errors"
+	"net/http"
+
+	"gatehouse/authid"
+	"gatehouse/params"
+	"gatehouse/tokenshadow"
+	"gatehouse/users"
+)
+
+var tokenParams = []string{"comment", "enable", "expire"}
+
+// tokenTarget reads {userid} and {name}; only the user (not one of their tokens) or root may
+// manage tokens, and anyone allowed to see the user may list them.
+func (s *Server) tokenTarget(w http.ResponseWriter, r *http.Request, c who, manage bool) (userid, tokenid string, ok bool) {
+	userid, ok = s.target(w, r, c)
+	if !ok {
+		return "", "", false
+	}
+	if manage && c.authid.IsToken() {
+		writeError(w, http.StatusForbidden, "API tokens cannot manage tokens")
+		return "", "", false
+	}
+	if name := r.PathValue("name"); name != "" {
+		a, err := authid.ParseToken(userid + "!" + name)
+		if err != nil {
+			writeParamError(w, params.Error{"token-name": "invalid token name"})
+			return "", "", false
+		}
+		tokenid = a.String()
+	}
+	return userid, tokenid, true
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c who) {
+	userid, _, ok := s.tokenTarget(w, r, c, false)
+	if !ok {
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	out := []tokenJSON{}
+	for _, t := range cfg.Tokens(userid) {
+		out = append(out, showToken(t))
+	}
+	writeData(w, out)
+}
+
+func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c who) {
+	_, tokenid, ok := s.tokenTarget(w, r, c, false)
+	if !ok {
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	t, ok := cfg.Token(tokenid)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no such token "+tokenid)
+		return
+	}
+	writeData(w, showToken(t))
+}
+
+// tokenFields applies the optional token properties in p to t.
+func tokenFields(p map[string]string, t *users.Token) error {
+	u := users.User{Enable: t.Enable, Expire: t.Expire, Comment: t.Comment}
+	if err := userFields(p, &u); err != nil {
+		return err
+	}
+	t.Enable, t.Expire, t.Comment = u.Enable, u.Expire, u.Comment
+	return nil
+}
+
+// createToken is POST .../token/{name}: the entry in user.cfg, then a new secret, shown once
+// as {"tokenid", "value"} (PBS's answer).
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c who) {
+	_, tokenid, ok := s.tokenTarget(w, r, c, true)
+	if !ok {
+		return
+	}
+	p, err := readParams(w, r, tokenParams...)
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	t := users.Token{ID: tokenid, Enable: true}
+	if err := tokenFields(p, &t); err != nil {
+		writeParamError(w, err)
+		return
+	}
+	err = s.o.Users.Update(func(cfg *users.Config) error {
+		if _, ok := cfg.Token(tokenid); ok {
+			return errExists
+		}
+		return cfg.SetToken(t)
+	})
+	if errors.Is(err, errExists) {
+		writeError(w, http.StatusBadRequest, "token "+tokenid+" already exists")
+		return
+	}
+	if err != nil {
+		s.answerUpdate(w, err, "creating token "+tokenid)
+		return
+	}
+	secret, err := s.o.Tokens.Generate(tokenid)
+	if err != nil {
+		s.internal(w, err, "generating secret for "+tokenid)
+		return
+	}
+	writeData(w, map[string]string{"tokenid": tokenid, "value": secret})
+}
+
+// updateToken is PUT .../token/{name}: properties, and regenerate=1 rotates the secret at once
+// in every process, answering {"tokenid", "secret"} like PBS.
+func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
+	_, tokenid, ok := s.tokenTarget(w, r, c, true)
+	if !ok {
+		return
+	}
+	p, err := readParams(w, r, append(tokenParams, "regenerate", "digest")...)
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	regenerate, err := params.Bool(p, "regenerate")
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	delete(p, "regenerate")
+	delete(p, "digest")
+	if len(p) > 0 {
+		err = s.o.Users.Update(func(cfg *users.Config) error {
+			t, ok := cfg.Token(tokenid)
+			if !ok {
+				return users.ErrNoToken
+			}
+			if err := tokenFields(p, &t); err != nil {
+				return err
+			}
+			return cfg.SetToken(t)
+		})
+		if err != nil {
+			s.answerUpdate(w, err, "updating token "+tokenid)
+			return
+		}
+	}
+	if !regenerate {
+		writeData(w, nil)
+		return
+	}
+	secret, err := s.o.Tokens.Rotate(tokenid)
+	if err != nil {
+		s.answerUpdate(w, err, "regenerating token "+tokenid)
+		return
+	}
+	writeData(w, map[string]string{"tokenid": tokenid, "secret": secret})
+}
+
+func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, c who) {
+	_, tokenid, ok := s.tokenTarget(w, r, c, true)
+	if !ok {
+		return
+	}
+	if err := s.o.Tokens.Delete(tokenid); err != nil && !errors.Is(err, tokenshadow.ErrNoToken) {
+		s.internal(w, err, "deleting secret of "+tokenid)
+		return
+	}
+	err := s.o.Users.Update(func(cfg *users.Config) error {
+		if _, ok := cfg.Token(tokenid); !ok {
+			return users.ErrNoToken
+		}
+		cfg.DeleteToken(tokenid)
+		return nil
+	})
+	s.answerUpdate(w, err, "deleting token "+tokenid)
+}

@@ -1,0 +1,294 @@
+package authority
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"gatehouse/authid"
+	"gatehouse/params"
+	"gatehouse/tokenshadow"
+	"gatehouse/users"
+)
+
+// readParams reads r's parameters and refuses any not in allowed.
+func readParams(w http.ResponseWriter, r *http.Request, allowed ...string) (map[string]string, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, params.MaxBody)
+	p, err := params.Read(r)
+	if err != nil {
+		return nil, err
+	}
+	return p, params.Only(p, allowed...)
+}
+
+func writeParamError(w http.ResponseWriter, err error) {
+	var pe params.Error
+	if !errors.As(err, &pe) {
+		writeError(w, http.StatusBadRequest, "cannot read request")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": "parameter verification failed", "errors": pe})
+}
+
+// userJSON is a user as PBS's API shows it.
+type userJSON struct {
+	Userid    string      `json:"userid"`
+	Enable    bool        `json:"enable"`
+	Expire    int64       `json:"expire"`
+	Comment   string      `json:"comment,omitempty"`
+	Email     string      `json:"email,omitempty"`
+	Firstname string      `json:"firstname,omitempty"`
+	Lastname  string      `json:"lastname,omitempty"`
+	Tokens    []tokenJSON `json:"tokens,omitempty"`
+}
+
+type tokenJSON struct {
+	Tokenid string `json:"tokenid"`
+	Enable  bool   `json:"enable"`
+	Expire  int64  `json:"expire"`
+	Comment string `json:"comment,omitempty"`
+}
+
+func showUser(u users.User) userJSON {
+	return userJSON{Userid: u.ID, Enable: u.Enable, Expire: u.Expire, Comment: u.Comment, Email: u.Email, Firstname: u.Firstname, Lastname: u.Lastname}
+}
+
+func showToken(t users.Token) tokenJSON {
+	return tokenJSON{Tokenid: t.ID, Enable: t.Enable, Expire: t.Expire, Comment: t.Comment}
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
+	p, err := readParams(w, r, "include_tokens")
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	withTokens, err := params.Bool(p, "include_tokens")
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	out := []userJSON{}
+	for _, u := range cfg.Users() {
+		if !c.root() && u.ID != c.userid() {
+			continue
+		}
+		j := showUser(u)
+		if withTokens {
+			for _, t := range cfg.Tokens(u.ID) {
+				j.Tokens = append(j.Tokens, showToken(t))
+			}
+		}
+		out = append(out, j)
+	}
+	writeData(w, out)
+}
+
+// userFields applies the optional user properties in p to u.
+func userFields(p map[string]string, u *users.User) error {
+	bad := params.Error{}
+	if v, ok := p["enable"]; ok {
+		b, err := params.Bool(p, "enable")
+		if err != nil {
+			bad["enable"] = "not a boolean"
+		}
+		u.Enable = b
+		_ = v
+	}
+	if v, ok := p["expire"]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			bad["expire"] = "not a unix time (0 = never)"
+		}
+		u.Expire = n
+	}
+	for k, dst := range map[string]*string{"comment": &u.Comment, "email": &u.Email, "firstname": &u.Firstname, "lastname": &u.Lastname} {
+		if v, ok := p[k]; ok {
+			*dst = v
+		}
+	}
+	if len(bad) > 0 {
+		return bad
+	}
+	return nil
+}
+
+var userParams = []string{"comment", "email", "enable", "expire", "firstname", "lastname"}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
+	if !c.root() {
+		writeError(w, http.StatusForbidden, "permission check failed")
+		return
+	}
+	p, err := readParams(w, r, append(userParams, "userid", "password")...)
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	a, err := authid.ParseUserid(p["userid"])
+	if err != nil {
+		writeParamError(w, params.Error{"userid": "invalid user id"})
+		return
+	}
+	u := users.User{ID: a.Userid(), Enable: true}
+	if err := userFields(p, &u); err != nil {
+		writeParamError(w, err)
+		return
+	}
+	if pw := p["password"]; pw != "" {
+		if a.Realm != "pbs" {
+			writeParamError(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
+			return
+		}
+		if err := s.o.Realms.Passwords.Set(u.ID, pw); err != nil {
+			s.internal(w, err, "setting password")
+			return
+		}
+	}
+	err = s.o.Users.Update(func(cfg *users.Config) error {
+		if _, ok := cfg.User(u.ID); ok {
+			return errExists
+		}
+		cfg.SetUser(u)
+		return nil
+	})
+	if errors.Is(err, errExists) {
+		writeError(w, http.StatusBadRequest, "user "+u.ID+" already exists")
+		return
+	}
+	if err != nil {
+		s.internal(w, err, "creating user")
+		return
+	}
+	writeData(w, nil)
+}
+
+var errExists = errors.New("already exists")
+
+// target reads the {userid} path value and checks that c may act on it.
+func (s *Server) target(w http.ResponseWriter, r *http.Request, c who) (string, bool) {
+	a, err := authid.ParseUserid(r.PathValue("userid"))
+	if err != nil {
+		writeParamError(w, params.Error{"userid": "invalid user id"})
+		return "", false
+	}
+	if !c.root() && c.userid() != a.Userid() {
+		writeError(w, http.StatusForbidden, "permission check failed")
+		return "", false
+	}
+	return a.Userid(), true
+}
+
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request, c who) {
+	id, ok := s.target(w, r, c)
+	if !ok {
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	u, ok := cfg.User(id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no such user "+id)
+		return
+	}
+	writeData(w, showUser(u))
+}
+
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
+	id, ok := s.target(w, r, c)
+	if !ok {
+		return
+	}
+	p, err := readParams(w, r, userParams...)
+	if err != nil {
+		writeParamError(w, err)
+		return
+	}
+	if !c.root() {
+		if _, ok := p["enable"]; ok {
+			writeError(w, http.StatusForbidden, "only root@pam enables or disables users")
+			return
+		}
+		if _, ok := p["expire"]; ok {
+			writeError(w, http.StatusForbidden, "only root@pam sets expiry")
+			return
+		}
+	}
+	err = s.o.Users.Update(func(cfg *users.Config) error {
+		u, ok := cfg.User(id)
+		if !ok {
+			return users.ErrNoUser
+		}
+		if err := userFields(p, &u); err != nil {
+			return err
+		}
+		cfg.SetUser(u)
+		return nil
+	})
+	s.answerUpdate(w, err, "updating user "+id)
+}
+
+func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
+	var pe params.Error
+	switch {
+	case err == nil:
+		writeData(w, nil)
+	case errors.As(err, &pe):
+		writeParamError(w, err)
+	case errors.Is(err, users.ErrNoUser), errors.Is(err, users.ErrNoToken), errors.Is(err, tokenshadow.ErrNoToken):
+		writeError(w, http.StatusNotFound, doing+": not found")
+	default:
+		s.internal(w, err, doing)
+	}
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
+	if !c.root() {
+		writeError(w, http.StatusForbidden, "permission check failed")
+		return
+	}
+	id, ok := s.target(w, r, c)
+	if !ok {
+		return
+	}
+	if id == Superuser {
+		writeError(w, http.StatusBadRequest, "root@pam cannot be deleted")
+		return
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		s.internal(w, err, "reading users")
+		return
+	}
+	// Secrets first: a token stops working before its entry goes.
+	for _, t := range cfg.Tokens(id) {
+		if err := s.o.Tokens.Delete(t.ID); err != nil && !errors.Is(err, tokenshadow.ErrNoToken) {
+			s.internal(w, err, "deleting token "+t.ID)
+			return
+		}
+	}
+	err = s.o.Users.Update(func(cfg *users.Config) error {
+		if _, ok := cfg.User(id); !ok {
+			return users.ErrNoUser
+		}
+		cfg.DeleteUser(id)
+		return nil
+	})
+	if err == nil && s.o.Realms.Passwords != nil {
+		if a, _ := authid.ParseUserid(id); a.Realm == "pbs" {
+			err = s.o.Realms.Passwords.Delete(id)
+		}
+	}
+	s.answerUpdate(w, err, "deleting user "+id)
+}

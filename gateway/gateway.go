@@ -1,0 +1,398 @@
+// Package gateway is proxyd's HTTP handler: the public, unprivileged side of Gatehouse. It
+// authenticates every request, serves the calls it can answer alone, forwards the rest to apid
+// and reverse-proxies everything outside /api2 to the upstream application.
+//
+// # Authentication, in order
+//
+//  1. An Authorization header "PBSAPIToken=<user@realm!name>:<secret>" (or with a space after
+//     PBSAPIToken): the secret is checked against token.shadow through this process's
+//     verified-secret cache (tokenshadow), and the token and its user must be enabled and not
+//     expired (user.cfg). No CSRF token is needed.
+//  2. A ticket cookie, "__Host-PBSAuthCookie" (HttpOnly flow) before "PBSAuthCookie" (legacy),
+//     raw or percent-encoded: the signature is checked through the verified-ticket cache
+//     (ticket.Cache), the 2 h lifetime on every request, the user must be active and the ticket
+//     not revoked (revocations.json). A request that is not GET or HEAD must also carry a valid
+//     "CSRFPreventionToken" header for that user.
+//  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket).
+//
+// The product prefix ("PBS") names the cookies, the token scheme and the tickets.
+//
+// # Failures
+//
+// A client IP (the TCP peer, or X-Forwarded-For from a trusted proxy only) that has used up its
+// allowance of failures gets 429 before any credential is checked. Every failed authentication
+// writes one fail2ban line to the auth log, is held back by the configured delay and is answered
+// 401 with no detail. Unknown parameters are 400 (package params); bodies over 64 KiB are refused.
+//
+// # Forwarding
+//
+// Ticket creation and renewal, logout and every /access call go to apid over its unix socket
+// with the verified caller in internal headers (package forward); proxyd never signs a ticket,
+// reads a private key or writes a file. proxyd turns apid's ticket answer into the HttpOnly
+// flow when asked (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly;
+// SameSite=Lax) and returns ticket-info instead of the ticket.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"gatehouse/authfail"
+	"gatehouse/authid"
+	"gatehouse/forward"
+	"gatehouse/params"
+	"gatehouse/revocation"
+	"gatehouse/shmem"
+	"gatehouse/ticket"
+	"gatehouse/tokenshadow"
+	"gatehouse/users"
+)
+
+// Version is what GET /version answers.
+type Version struct {
+	Version string `json:"version"`
+	Release string `json:"release"`
+	Repoid  string `json:"repoid"`
+}
+
+// Options configure a Server. All pointers are required except Upstream.
+type Options struct {
+	Prefix      string // ticket and cookie product prefix; default "PBS"
+	Tickets     *ticket.Cache
+	CSRF        *ticket.CSRFKey
+	Tokens      *tokenshadow.Store
+	Users       *users.Store
+	Revocations *revocation.Store
+	Generations *shmem.Cache
+	Guard       *authfail.Guard
+	Trusted     []netip.Prefix // proxies whose X-Forwarded-For is believed
+	ApidSocket  string         // apid's unix socket
+	Upstream    *url.URL       // the application behind Gatehouse; nil: 404 outside /api2
+	Version     Version
+	Log         *slog.Logger
+	Now         func() time.Time // default time.Now
+}
+
+// Server is the proxyd handler.
+type Server struct {
+	o        Options
+	cookie   string // __Host-<P>AuthCookie
+	legacy   string // <P>AuthCookie
+	scheme   string // <P>APIToken
+	apid     *http.Client
+	toApid   *httputil.ReverseProxy
+	upstream *httputil.ReverseProxy
+	mux      *http.ServeMux
+}
+
+// New checks o and returns a Server.
+func New(o Options) (*Server, error) {
+	if o.Tickets == nil || o.CSRF == nil || o.Tokens == nil || o.Users == nil || o.Revocations == nil ||
+		o.Generations == nil || o.Guard == nil || o.ApidSocket == "" {
+		return nil, errors.New("creating gateway: a required option is missing")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "PBS"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	sock := o.ApidSocket
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		MaxIdleConnsPerHost: 64,
+	}
+	s := &Server{
+		o:      o,
+		cookie: "__Host-" + o.Prefix + "AuthCookie",
+		legacy: o.Prefix + "AuthCookie",
+		scheme: o.Prefix + "APIToken",
+		apid:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
+	}
+	s.toApid = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = "http", "apid", "apid"
+		},
+		Transport:      tr,
+		ModifyResponse: s.fromApid,
+		ErrorHandler:   s.apidDown,
+	}
+	if o.Upstream != nil {
+		up := o.Upstream
+		s.upstream = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(up)
+				pr.SetXForwarded()
+				pr.Out.Header.Del("Authorization")
+			},
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api2/json/ping", s.ping)
+	mux.HandleFunc("GET /api2/json/version", s.authed(s.version))
+	mux.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
+	mux.HandleFunc("DELETE /api2/json/access/ticket", s.authed(s.logout))
+	mux.HandleFunc("/api2/json/access/", s.authed(s.forward))
+	mux.HandleFunc("/api2/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, "no such API call")
+	})
+	mux.HandleFunc("/", s.authed(s.proxyUpstream))
+	s.mux = mux
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	forward.Strip(r.Header)
+	s.mux.ServeHTTP(w, r)
+}
+
+// caller is a verified identity.
+type caller struct {
+	authid string // user or token id
+	userid string
+	cookie string // the cookie name the ticket came in; "" for a token
+	client netip.AddrPort
+}
+
+type ctxKey struct{}
+
+func callerOf(r *http.Request) caller {
+	c, _ := r.Context().Value(ctxKey{}).(caller)
+	return c
+}
+
+// authFailure is a failed authentication: user is what the client claimed (for the log).
+type authFailure struct {
+	user, reason string
+}
+
+func (f *authFailure) Error() string { return "authentication failure: " + f.reason }
+
+// authed wraps h with authentication; see the package comment.
+func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		now := s.o.Now()
+		client, _ := authfail.ClientAddr(r, s.o.Trusted)
+		authz := r.Header.Get("Authorization")
+		tk := s.ticketCookie(r)
+		if authz == "" && tk.value == "" {
+			writeError(w, http.StatusUnauthorized, "authentication failure")
+			return
+		}
+		if !s.o.Guard.Allow(client.Addr(), now) {
+			s.tooMany(w, client, now)
+			return
+		}
+		var c caller
+		var err error
+		if authz != "" {
+			c, err = s.checkToken(authz, now)
+		} else {
+			c, err = s.checkTicket(r, tk, now)
+		}
+		if err != nil {
+			s.fail(w, r, client, err, now)
+			return
+		}
+		c.client = client
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+	}
+}
+
+// fail logs, delays and answers a failed authentication.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrPort, err error, now time.Time) {
+	var af *authFailure
+	if !errors.As(err, &af) {
+		s.o.Log.Error("authenticating request", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	if lerr := s.o.Guard.Fail(client, af.user, af.reason, now); lerr != nil {
+		s.o.Log.Error("writing auth log", "err", lerr)
+	}
+	if s.o.Guard.Wait(r.Context()) != nil {
+		return
+	}
+	writeError(w, http.StatusUnauthorized, "authentication failure")
+}
+
+func (s *Server) checkToken(authz string, now time.Time) (caller, error) {
+	rest, ok := strings.CutPrefix(authz, s.scheme)
+	if !ok || len(rest) == 0 || (rest[0] != '=' && rest[0] != ' ') {
+		return caller{}, &authFailure{"", "unsupported authorization scheme"}
+	}
+	id, secret, ok := strings.Cut(rest[1:], ":")
+	if !ok {
+		return caller{}, &authFailure{"", "malformed API token header"}
+	}
+	a, err := authid.ParseToken(id)
+	if err != nil {
+		return caller{}, &authFailure{"", "malformed API token id"}
+	}
+	if err := s.o.Tokens.Verify(id, secret); err != nil {
+		if errors.Is(err, tokenshadow.ErrNoToken) || errors.Is(err, tokenshadow.ErrWrongSecret) ||
+			errors.Is(err, tokenshadow.ErrSecretTooLong) {
+			return caller{}, &authFailure{id, "invalid API token"}
+		}
+		return caller{}, fmt.Errorf("verifying API token %s: %w", id, err)
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		return caller{}, err
+	}
+	if err := cfg.Active(id, now); err != nil {
+		return caller{}, &authFailure{id, "API token or its user is disabled, expired or unknown"}
+	}
+	return caller{authid: id, userid: a.Userid()}, nil
+}
+
+type cookieTicket struct{ name, value string }
+
+// ticketCookie finds the ticket cookie: the HttpOnly one first, raw or percent-encoded.
+func (s *Server) ticketCookie(r *http.Request) cookieTicket {
+	for _, name := range []string{s.cookie, s.legacy} {
+		ck, err := r.Cookie(name)
+		if err != nil || ck.Value == "" {
+			continue
+		}
+		v := ck.Value
+		if !strings.HasPrefix(v, s.o.Prefix+":") && strings.HasPrefix(v, s.o.Prefix+"%3A") {
+			if u, err := url.PathUnescape(v); err == nil {
+				v = u
+			}
+		}
+		return cookieTicket{name, v}
+	}
+	return cookieTicket{}
+}
+
+func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (caller, error) {
+	userid, issued, err := s.o.Tickets.VerifyUser(tk.value, s.o.Prefix, s.o.Generations.Load(shmem.Keys), now)
+	if err != nil {
+		return caller{}, &authFailure{"", "invalid ticket"}
+	}
+	cfg, err := s.o.Users.Config()
+	if err != nil {
+		return caller{}, err
+	}
+	if err := cfg.Active(userid, now); err != nil {
+		return caller{}, &authFailure{userid, "user is disabled, expired or unknown"}
+	}
+	revoked, err := s.o.Revocations.Revoked(userid, issued)
+	if err != nil {
+		return caller{}, err
+	}
+	if revoked {
+		return caller{}, &authFailure{userid, "ticket was revoked"}
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if err := s.o.CSRF.Check(r.Header.Get("CSRFPreventionToken"), userid, now); err != nil {
+			return caller{}, &authFailure{userid, "missing or invalid CSRF prevention token"}
+		}
+	}
+	return caller{authid: userid, userid: userid, cookie: tk.name}, nil
+}
+
+// tooMany answers 429 with the time until the client may try again.
+func (s *Server) tooMany(w http.ResponseWriter, client netip.AddrPort, now time.Time) {
+	if d := s.o.Guard.RetryAfter(client.Addr(), now); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	}
+	writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts")
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
+	writeData(w, map[string]bool{"pong": true})
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	writeData(w, s.o.Version)
+}
+
+// forward sends an authenticated /access call to apid.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	r.Header.Set(forward.Authid, c.authid)
+	r.Header.Set(forward.Rhost, c.client.String())
+	if c.cookie != "" {
+		r.Header.Set(forward.Session, c.cookie)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, params.MaxBody)
+	s.toApid.ServeHTTP(w, r)
+}
+
+// fromApid inspects apid's answer before the client sees it: failures are logged, a new
+// ticket for the calling session becomes its cookie, internal headers go.
+func (s *Server) fromApid(resp *http.Response) error {
+	r := resp.Request
+	if nt := resp.Header.Get(forward.NewTicket); nt != "" {
+		if name := r.Header.Get(forward.Session); name != "" {
+			http.SetCookie(headerWriter(resp.Header), s.ticketCookieFor(name, nt))
+		}
+	}
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {
+		client, _ := netip.ParseAddrPort(r.Header.Get(forward.Rhost))
+		if err := s.o.Guard.Fail(client, resp.Header.Get(forward.FailUser), resp.Header.Get(forward.Failure), s.o.Now()); err != nil {
+			s.o.Log.Error("writing auth log", "err", err)
+		}
+	}
+	forward.Strip(resp.Header)
+	return nil
+}
+
+type headerWriter http.Header
+
+func (h headerWriter) Header() http.Header       { return http.Header(h) }
+func (h headerWriter) Write([]byte) (int, error) { return 0, errors.New("headers only") }
+func (h headerWriter) WriteHeader(int)           {}
+
+func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
+	s.o.Log.Error("forwarding to apid", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusBadGateway, "authentication service unavailable")
+}
+
+// ticketCookieFor makes the cookie a ticket travels in. The HttpOnly one has the attributes
+// DESIGN.md gives; the legacy one is what the PBS web UI sets from script.
+func (s *Server) ticketCookieFor(name, value string) *http.Cookie {
+	if name == s.cookie {
+		return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
+	}
+	return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
+}
+
+func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
+	if s.upstream == nil {
+		writeError(w, http.StatusNotFound, "not found")
+		return
+	}
+	r.Header.Set(forward.Authid, callerOf(r).authid)
+	s.upstream.ServeHTTP(w, r)
+}
+
+func writeData(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{"data": v})
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": msg})
+}

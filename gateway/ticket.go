@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"gatehouse/authfail"
+	"gatehouse/forward"
+	"gatehouse/params"
+	"gatehouse/ticket"
+)
+
+// ticketParams are the parameters PBS's POST /access/ticket takes. path, privs and port ask
+// PBS for a permission check alongside the login; Gatehouse accepts and ignores them.
+var ticketParams = []string{"username", "password", "realm", "path", "privs", "port", "tfa-challenge", "http-only"}
+
+// createTicket is POST /access/ticket: login with a password, renewal with a ticket as the
+// password, or the second TFA step. apid decides; proxyd validates, limits and logs.
+func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
+	now := s.o.Now()
+	client, _ := authfail.ClientAddr(r, s.o.Trusted)
+	if !s.o.Guard.Allow(client.Addr(), now) {
+		s.tooMany(w, client, now)
+		return
+	}
+	p, err := params.Read(r)
+	if err == nil {
+		err = params.Only(p, ticketParams...)
+	}
+	httpOnly := false
+	if err == nil {
+		httpOnly, err = params.Bool(p, "http-only")
+	}
+	if err == nil {
+		missing := params.Error{}
+		for _, k := range []string{"username", "password"} {
+			if p[k] == "" {
+				missing[k] = "property is missing and it is not optional"
+			}
+		}
+		if len(missing) > 0 {
+			err = missing
+		}
+	}
+	if err != nil {
+		s.badParams(w, err)
+		return
+	}
+	body, _ := json.Marshal(map[string]string{
+		"username": p["username"], "password": p["password"], "realm": p["realm"], "tfa-challenge": p["tfa-challenge"],
+	})
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://apid/api2/json/access/ticket", bytes.NewReader(body))
+	if err != nil {
+		s.apidDown(w, r, err)
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(forward.Rhost, client.String())
+	resp, err := s.apid.Do(req)
+	if err != nil {
+		s.apidDown(w, r, err)
+		return
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, params.MaxBody))
+	if err != nil {
+		s.apidDown(w, r, err)
+		return
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized:
+		if lerr := s.o.Guard.Fail(client, p["username"], resp.Header.Get(forward.Failure), now); lerr != nil {
+			s.o.Log.Error("writing auth log", "err", lerr)
+		}
+		if s.o.Guard.Wait(r.Context()) != nil {
+			return
+		}
+		writeError(w, http.StatusUnauthorized, "authentication failure")
+		return
+	default:
+		forward.Strip(resp.Header)
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		w.Write(answer)
+		return
+	}
+	var out struct {
+		Data map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(answer, &out); err != nil || out.Data == nil {
+		s.apidDown(w, r, errors.New("apid's ticket answer is not {\"data\": {...}}"))
+		return
+	}
+	if tk, _ := out.Data["ticket"].(string); httpOnly && tk != "" && out.Data["NeedTFA"] == nil {
+		http.SetCookie(w, s.ticketCookieFor(s.cookie, tk))
+		delete(out.Data, "ticket")
+		out.Data["ticket-info"] = ticket.Info(tk)
+	}
+	writeData(w, out.Data)
+}
+
+// logout is DELETE /access/ticket: apid revokes the user's tickets; proxyd clears the cookies.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	for _, name := range []string{s.cookie, s.legacy} {
+		ck := s.ticketCookieFor(name, "")
+		ck.MaxAge = -1
+		http.SetCookie(w, ck)
+	}
+	s.forward(w, r)
+}
+
+func (s *Server) badParams(w http.ResponseWriter, err error) {
+	var pe params.Error
+	if !errors.As(err, &pe) {
+		s.o.Log.Error("reading parameters", "err", err)
+		writeError(w, http.StatusBadRequest, "cannot read request")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": "parameter verification failed", "errors": pe})
+}
