@@ -4,8 +4,9 @@
 // It alone checks passwords (pbs realm: shadow.json; pam realm: PAM), signs tickets, writes
 // user.cfg, token.shadow, shadow.json and revocations.json (each under its lock, atomically,
 // bumping the matching generation). The caller's identity arrives in forward.Authid, set by
-// proxyd after it verified the ticket or token; a root peer without that header (gatectl) acts as
-// root@pam. A proxyd peer without it may only create a ticket.
+// proxyd after it verified the ticket or token. A peer running as root or as apid's own user that
+// sends no client address (forward.Rhost, which proxyd always sets) is a local administrator
+// (gatectl) and acts as root@pam; any other caller without an identity may only create a ticket.
 //
 // # Permissions (minimal, as PBS's defaults)
 //
@@ -31,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -121,7 +123,10 @@ func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.Ha
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(forward.Authid)
 		if id == "" {
-			if cred, ok := peercred.FromContext(r.Context()); ok && cred.UID == 0 && r.Header.Get(forward.Rhost) == "" {
+			// proxyd always names the client (forward.Rhost); a local administrator (gatectl,
+			// as root or as apid's own user in demo mode) does not.
+			if cred, ok := peercred.FromContext(r.Context()); ok && (cred.UID == 0 || cred.UID == uint32(os.Getuid())) &&
+				r.Header.Get(forward.Rhost) == "" {
 				id = Superuser
 			}
 		}

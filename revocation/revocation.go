@@ -6,8 +6,8 @@
 // revocations.json in the config directory: a JSON object {"<userid>": <unix seconds>, ...},
 // mode 0640 root:gatehouse (apid writes it, proxyd reads it), at most 4 MiB. A missing file
 // means nothing is revoked. A ticket of user u issued at second t is revoked when t <= the
-// time recorded for u: logout and password change record "now", so every ticket issued up to
-// and including that second stops working. A session that must survive (the one that changed
+// time recorded for u: logout and password change record "now" (or one second past the previous
+// record, when that is not in the past), so every ticket issued so far stops working. A session that must survive (the one that changed
 // the password) gets a new ticket stamped NotBefore(u), one second later; tickets may be
 // stamped up to 300 s in the future (DESIGN.md), so this is always acceptable.
 //
@@ -117,7 +117,9 @@ func (s *Store) current() (*snapshot, error) {
 	return sn, nil
 }
 
-// Revoke records now as userid's revocation time (never moving it backwards).
+// Revoke ends every ticket of userid issued so far: it records now as the revocation time, or,
+// when the recorded time is now or later (a revocation earlier in this second), that time + 1 s,
+// which covers the tickets NotBefore stamped. The time never moves backwards.
 func (s *Store) Revoke(userid string, now time.Time) error {
 	if _, err := authid.ParseUserid(userid); err != nil {
 		return fmt.Errorf("revoking tickets: %w", err)
@@ -131,7 +133,11 @@ func (s *Store) Revoke(userid string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("revoking tickets of %s: %w", userid, err)
 	}
-	if now.Unix() > times[userid] {
+	// Tickets issued so far are stamped at most old+1 (NotBefore), so that is what must go too
+	// when the last revocation is this second or later.
+	if old, ok := times[userid]; ok && old >= now.Unix() {
+		times[userid] = old + 1
+	} else {
 		times[userid] = now.Unix()
 	}
 	data, err := json.MarshalIndent(times, "", "  ")

@@ -60,9 +60,14 @@ func TestRevoke(t *testing.T) {
 	if nb, _ := b.NotBefore("alice@pbs", now.Add(time.Minute)); !nb.Equal(now.Add(time.Minute)) {
 		t.Errorf("NotBefore(alice, later) = %v; want later", nb)
 	}
-	// Never backwards.
+	// A ticket stamped by NotBefore is ended by the next revocation, even in the same second
+	// or with a clock that went backwards.
+	nb, _ := b.NotBefore("alice@pbs", now)
 	if err := a.Revoke("alice@pbs", now.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
+	}
+	if r, _ := b.Revoked("alice@pbs", nb); !r {
+		t.Errorf("ticket stamped %v survived a second revocation", nb)
 	}
 	if r, _ := b.Revoked("alice@pbs", now); !r {
 		t.Error("an older Revoke moved the time backwards")

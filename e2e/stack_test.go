@@ -1,0 +1,338 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"gatehouse/authority"
+	"gatehouse/gateway"
+	"gatehouse/layout"
+)
+
+// Roles of the re-executed test binary, chosen by GATEHOUSE_E2E_ROLE; its arguments come as a
+// JSON array in GATEHOUSE_E2E_ARGS.
+const (
+	roleEnv = "GATEHOUSE_E2E_ROLE"
+	argsEnv = "GATEHOUSE_E2E_ARGS"
+	nobody  = 65534
+)
+
+func TestMain(m *testing.M) {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		os.Exit(m.Run())
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv(argsEnv)), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e child: bad args:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var err error
+	switch role {
+	case "apid":
+		err = authority.Main(ctx, args, os.Stderr)
+	case "proxyd":
+		err = gateway.Main(ctx, args, os.Stderr)
+	case "read":
+		err = readFiles(args)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, role+":", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// readFiles opens each file and prints "<path> ok" or "<path> <errno>" per line.
+func readFiles(paths []string) error {
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			fmt.Printf("%s %v\n", p, err.(*os.PathError).Err)
+			continue
+		}
+		f.Close()
+		fmt.Printf("%s ok\n", p)
+	}
+	return nil
+}
+
+// stack is a running apid + proxyd.
+type stack struct {
+	dirs    layout.Dirs
+	bin     string // the test binary, copied where uid 65534 can run it
+	base    string
+	url     string // https://127.0.0.1:port/api2/json
+	authLog string
+	split   bool // proxyd runs as another uid than apid
+	http    *http.Client
+	apid    *http.Client // straight to apid's socket, as a local administrator
+}
+
+type options struct {
+	burst      int
+	pamService string
+}
+
+// start runs apid, then proxyd, and waits until both listen.
+func start(t *testing.T, o options) *stack {
+	t.Helper()
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &stack{
+		dirs: layout.Dirs{Config: filepath.Join(base, "etc"), Run: filepath.Join(base, "run")},
+		base: base, bin: filepath.Join(base, "e2e.test"), authLog: filepath.Join(base, "log", "auth.log"),
+		split: os.Getuid() == 0,
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(st.bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Dir(st.authLog), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	proxyUser := fmt.Sprint(os.Getuid())
+	if st.split {
+		proxyUser = fmt.Sprint(nobody)
+		if err := os.Chown(filepath.Dir(st.authLog), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apidArgs := []string{"--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run, "--proxy-user", proxyUser}
+	if o.pamService != "" {
+		apidArgs = append(apidArgs, "--pam-service", o.pamService)
+	}
+	st.run(t, "apid", false, apidArgs...)
+	burst := o.burst
+	if burst == 0 {
+		burst = 1000
+	}
+	addr := st.run(t, "proxyd", st.split, "--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
+		"--listen", "127.0.0.1:0", "--auth-log", st.authLog, "--fail-delay", "-1s",
+		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1")
+	st.url = "https://" + addr + "/api2/json"
+	pem, err := os.ReadFile(st.dirs.ProxyCert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	st.http = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	sock := st.dirs.Socket()
+	st.apid = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	return st
+}
+
+// run starts a daemon role, as uid 65534 when asUnprivileged, and returns the address it logs
+// with msg=listening. The process is stopped with SIGTERM at cleanup; its log goes to t.Log.
+func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...string) string {
+	t.Helper()
+	js, _ := json.Marshal(args)
+	cmd := exec.Command(st.bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, argsEnv+"="+string(js))
+	if asUnprivileged {
+		cmd.SysProcAttr = nobodyAttr()
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", role, err)
+	}
+	addr := make(chan string, 1)
+	var logMu sync.Mutex
+	var log bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			logMu.Lock()
+			log.WriteString(line + "\n")
+			logMu.Unlock()
+			if strings.Contains(line, "msg=listening") {
+				for _, f := range strings.Fields(line) {
+					if a, ok := strings.CutPrefix(f, "addr="); ok {
+						addr <- a
+					}
+				}
+			}
+		}
+		close(addr)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+		cmd.Wait()
+		logMu.Lock()
+		t.Logf("%s log:\n%s", role, log.String())
+		logMu.Unlock()
+	})
+	a, ok := <-addr
+	if !ok {
+		cmd.Wait()
+		t.Fatalf("%s exited before listening:\n%s", role, log.String())
+	}
+	return a
+}
+
+// call is one HTTPS request to proxyd. body is form-encoded unless it is a string (sent as is,
+// with Content-Type application/json when it starts with '{').
+type call struct {
+	method, path string
+	form         url.Values
+	raw          string
+	header       http.Header
+}
+
+type answer struct {
+	status  int
+	header  http.Header
+	data    json.RawMessage
+	message string
+	errors  map[string]string
+}
+
+func (st *stack) do(t *testing.T, c call) answer {
+	t.Helper()
+	return doOn(t, st.http, st.url, c)
+}
+
+// admin calls apid directly over its socket as the local administrator (root@pam).
+func (st *stack) admin(t *testing.T, c call) answer {
+	t.Helper()
+	return doOn(t, st.apid, "http://apid/api2/json", c)
+}
+
+func doOn(t *testing.T, client *http.Client, base string, c call) answer {
+	t.Helper()
+	var body io.Reader
+	ctype := ""
+	switch {
+	case c.raw != "":
+		body = strings.NewReader(c.raw)
+		if strings.HasPrefix(c.raw, "{") {
+			ctype = "application/json"
+		}
+	case c.form != nil:
+		body = strings.NewReader(c.form.Encode())
+		ctype = "application/x-www-form-urlencoded"
+	}
+	req, err := http.NewRequest(c.method, base+c.path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", c.method, c.path, err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data    json.RawMessage   `json:"data"`
+		Message string            `json:"message"`
+		Errors  map[string]string `json:"errors"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("%s %s: answer %d is not JSON: %q", c.method, c.path, resp.StatusCode, raw)
+	}
+	return answer{resp.StatusCode, resp.Header, out.Data, out.Message, out.Errors}
+}
+
+func (a answer) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.data, v); err != nil {
+		t.Fatalf("decoding %s: %v", a.data, err)
+	}
+}
+
+// session is a logged-in legacy-flow client.
+type session struct {
+	user, ticket, csrf string
+}
+
+func (s session) header(withCSRF bool) http.Header {
+	h := http.Header{"Cookie": {"PBSAuthCookie=" + s.ticket}}
+	if withCSRF {
+		h.Set("CSRFPreventionToken", s.csrf)
+	}
+	return h
+}
+
+// login makes a ticket with the legacy flow; it fails the test unless the answer is 200.
+func (st *stack) login(t *testing.T, user, password string) session {
+	t.Helper()
+	a := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {user}, "password": {password}}})
+	if a.status != http.StatusOK {
+		t.Fatalf("login %s = %d %s; want 200", user, a.status, a.message)
+	}
+	var d struct {
+		Username, Ticket, CSRFPreventionToken string
+	}
+	a.decode(t, &d)
+	if d.Username != user || d.Ticket == "" || d.CSRFPreventionToken == "" {
+		t.Fatalf("login %s answered %s", user, a.data)
+	}
+	return session{user, d.Ticket, d.CSRFPreventionToken}
+}
+
+// addUser creates a pbs-realm user with a password, as root@pam.
+func (st *stack) addUser(t *testing.T, user, password string) {
+	t.Helper()
+	if a := st.admin(t, call{method: "POST", path: "/access/users", form: url.Values{"userid": {user}, "password": {password}}}); a.status != 200 {
+		t.Fatalf("creating %s = %d %s %v", user, a.status, a.message, a.errors)
+	}
+}
+
+// authLogLines returns the auth log's lines.
+func (st *stack) authLogLines(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile(st.authLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+}
+
+// nobodyAttr runs a child as uid and gid 65534 with no supplementary groups.
+func nobodyAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+}
