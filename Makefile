@@ -13,7 +13,8 @@ DEB_TOOLS := openssl:openssl mkpasswd:whois /usr/include/security/pam_appl.h:lib
 FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys \
-	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr
+	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
+	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie
 
 .PHONY: all build run test check deps fuzz fuzz-smoke bench clean
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"gatehouse/realm"
 	"gatehouse/ticket"
 )
 
@@ -404,5 +405,52 @@ func TestPrivilegeSeparation(t *testing.T) {
 		if got[f] != want {
 			t.Errorf("opening %s as proxyd's uid: %q; want %q", f, got[f], want)
 		}
+	}
+}
+
+// TestPAMLogin logs in through proxyd as a real system account created for the test.
+func TestPAMLogin(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a system account and a PAM service file")
+	}
+	for _, tool := range []string{"useradd", "chpasswd", "userdel"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1_000_000_000, 36)
+	name, service, password := "ghe2e"+suffix, "gatehouse-e2e-"+suffix, "pam-Pass-"+suffix
+	if out, err := exec.Command("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	chpasswd := exec.Command("chpasswd")
+	chpasswd.Stdin = strings.NewReader(name + ":" + password + "\n")
+	if out, err := chpasswd.CombinedOutput(); err != nil {
+		t.Fatalf("chpasswd: %v: %s", err, out)
+	}
+	pamFile := "/etc/pam.d/" + service
+	if err := os.WriteFile(pamFile, []byte(realm.PAMServiceFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(pamFile) })
+
+	st := start(t, options{pamService: service})
+	user := name + "@pam"
+	login := func(pw string) int {
+		return st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {user}, "password": {pw}}}).status
+	}
+	if got := login(password); got != 401 {
+		t.Errorf("login before the account is in user.cfg = %d; want 401", got)
+	}
+	if a := st.admin(t, call{method: "POST", path: "/access/users", form: url.Values{"userid": {user}}}); a.status != 200 {
+		t.Fatalf("adding %s = %d %s", user, a.status, a.message)
+	}
+	s := st.login(t, user, password)
+	if got := st.do(t, call{method: "GET", path: "/version", header: s.header(false)}).status; got != 200 {
+		t.Errorf("GET /version as %s = %d; want 200", user, got)
+	}
+	if got := login(password + "x"); got != 401 {
+		t.Errorf("wrong PAM password = %d; want 401", got)
 	}
 }

@@ -233,18 +233,28 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrP
 	writeError(w, http.StatusUnauthorized, "authentication failure")
 }
 
-func (s *Server) checkToken(authz string, now time.Time) (caller, error) {
-	rest, ok := strings.CutPrefix(authz, s.scheme)
+// parseTokenHeader splits "<scheme>=<id>:<secret>" or "<scheme> <id>:<secret>". The id is a
+// valid token id (which cannot contain ':'); the secret is everything after the first ':'.
+func parseTokenHeader(scheme, authz string) (a authid.Authid, id, secret, reason string) {
+	rest, ok := strings.CutPrefix(authz, scheme)
 	if !ok || len(rest) == 0 || (rest[0] != '=' && rest[0] != ' ') {
-		return caller{}, &authFailure{"", "unsupported authorization scheme"}
+		return authid.Authid{}, "", "", "unsupported authorization scheme"
 	}
-	id, secret, ok := strings.Cut(rest[1:], ":")
-	if !ok {
-		return caller{}, &authFailure{"", "malformed API token header"}
+	id, secret, ok = strings.Cut(rest[1:], ":")
+	if !ok || secret == "" {
+		return authid.Authid{}, "", "", "malformed API token header"
 	}
 	a, err := authid.ParseToken(id)
 	if err != nil {
-		return caller{}, &authFailure{"", "malformed API token id"}
+		return authid.Authid{}, "", "", "malformed API token id"
+	}
+	return a, id, secret, ""
+}
+
+func (s *Server) checkToken(authz string, now time.Time) (caller, error) {
+	a, id, secret, reason := parseTokenHeader(s.scheme, authz)
+	if reason != "" {
+		return caller{}, &authFailure{"", reason}
 	}
 	if err := s.o.Tokens.Verify(id, secret); err != nil {
 		if errors.Is(err, tokenshadow.ErrNoToken) || errors.Is(err, tokenshadow.ErrWrongSecret) ||
@@ -272,15 +282,20 @@ func (s *Server) ticketCookie(r *http.Request) cookieTicket {
 		if err != nil || ck.Value == "" {
 			continue
 		}
-		v := ck.Value
-		if !strings.HasPrefix(v, s.o.Prefix+":") && strings.HasPrefix(v, s.o.Prefix+"%3A") {
-			if u, err := url.PathUnescape(v); err == nil {
-				v = u
-			}
-		}
-		return cookieTicket{name, v}
+		return cookieTicket{name, decodeCookie(s.o.Prefix, ck.Value)}
 	}
 	return cookieTicket{}
+}
+
+// decodeCookie undoes the percent-encoding some clients apply to the ticket cookie; a raw
+// ticket ("PBS:...") is returned as it is.
+func decodeCookie(prefix, v string) string {
+	if !strings.HasPrefix(v, prefix+":") && strings.HasPrefix(v, prefix+"%3A") {
+		if u, err := url.PathUnescape(v); err == nil {
+			return u
+		}
+	}
+	return v
 }
 
 func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (caller, error) {

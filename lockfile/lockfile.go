@@ -1,6 +1,7 @@
-// Package lockfile provides the two primitives behind every Gatehouse
-// config write: advisory locks on lock files, and atomic replacement of a
-// file's contents.
+// Package lockfile provides the primitives behind every Gatehouse config
+// file: advisory locks on lock files, atomic replacement of a file's
+// contents, and safe reading of a file that others could have tampered
+// with, with the file identities that tell a cache the file changed.
 //
 // # Locks
 //
@@ -68,6 +69,35 @@
 // lock held, so that it cannot remove a temp file another writer is still
 // filling. Replacing a name breaks hard links: other names keep the old
 // contents.
+//
+// # Reading
+//
+// [ReadFile] reads a whole config file, with the checks made on the opened
+// file (fstat), so that they hold for the bytes read. It refuses:
+//   - a symbolic link in the file's place ([ErrSymlink], which wraps
+//     [ErrNotRegular]): the file is opened with O_NOFOLLOW, never followed;
+//   - anything but a regular file, e.g. a directory, named pipe, socket or
+//     device ([ErrNotRegular], saying what was found); O_NONBLOCK makes
+//     opening a named pipe return at once;
+//   - a file with a permission bit of [ReadOptions].Forbidden set, e.g. 0o022
+//     for files only their owner may write or 0o077 for password hashes, and,
+//     with TrustedOwner, a file owned by neither root nor the process's
+//     effective uid ([ErrPermissions]);
+//   - a file larger than [ReadOptions].MaxSize ([ErrTooLarge]), checked before
+//     reading and again after: at most MaxSize+1 bytes are ever read.
+//
+// A missing file is an error wrapping fs.ErrNotExist (callers read it as
+// empty). Callers wrap the error with the file's role and path and with
+// their own sentinel, e.g.
+//
+//	reading token shadow /etc/gatehouse/token.shadow: mode 0644; must not be group-writable or world-accessible (chmod 0640): unsafe permissions: token shadow has unsafe permissions
+//
+// [ReadFile] and [Stat] also return the file's [FileID]: device, inode,
+// size, mtime and ctime, so that a replacement (new inode) and an in-place
+// edit (size or times) both change it. A cache keeps the FileID of what it
+// parsed and drops the parse when [Stat] tells another; [Poll] runs such a
+// check every interval (users and tokenshadow: 250 ms), so that manual
+// edits, which bump no generation, take effect.
 package lockfile
 
 import (
@@ -98,7 +128,8 @@ const lockFileMode fs.FileMode = 0o600
 var ErrTimeout = errors.New("lock timeout")
 
 // ErrNotRegular is wrapped by the error Replace returns when the target
-// exists and is not a regular file.
+// exists and is not a regular file, and by the error ReadFile returns when
+// the file is not one.
 var ErrNotRegular = errors.New("not a regular file")
 
 // Lock is a held flock on a lock file.

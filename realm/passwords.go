@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -192,29 +190,21 @@ func (p *Passwords) update(what string, change func(map[string]string) error) (e
 	return nil
 }
 
+// readOptions are the file rules of the package comment.
+var readOptions = lockfile.ReadOptions{MaxSize: MaxFileSize, Forbidden: 0o077, TrustedOwner: true}
+
 // readShadow reads and parses shadow.json; see the package comment for what it refuses.
 // A missing file is an empty map.
 func readShadow(path string) (map[string]string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	data, _, err := lockfile.ReadFile(path, readOptions)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return map[string]string{}, nil
-	}
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("opening password file %s: is a symbolic link: %w", path, ErrUnsafeFile)
-		}
-		return nil, fmt.Errorf("opening password file %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading password file %s: %w", path, err)
-	}
-	if err := checkFile(fi); err != nil {
-		return nil, fmt.Errorf("reading password file %s: %w", path, err)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrPermissions):
+		return nil, fmt.Errorf("reading password file %s: %w: %w", path, err, ErrUnsafeFile)
+	case errors.Is(err, lockfile.ErrTooLarge):
+		return nil, fmt.Errorf("reading password file %s: %w: %w", path, err, ErrCorrupt)
+	case err != nil:
 		return nil, fmt.Errorf("reading password file %s: %w", path, err)
 	}
 	m, err := parseShadow(data)
@@ -222,24 +212,6 @@ func readShadow(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("parsing password file %s: %w", path, err)
 	}
 	return m, nil
-}
-
-// checkFile refuses a file that is not regular, is readable or writable by group or others,
-// is owned by someone other than root or this process, or is too large.
-func checkFile(fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("not a regular file (%s): %w", fi.Mode().Type(), ErrUnsafeFile)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("mode %04o; want %04o (no access for group or others): %w", perm, FileMode, ErrUnsafeFile)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("owned by uid %d; want root or uid %d: %w", st.Uid, os.Geteuid(), ErrUnsafeFile)
-	}
-	if fi.Size() > MaxFileSize {
-		return fmt.Errorf("%d bytes, more than %d: %w", fi.Size(), MaxFileSize, ErrCorrupt)
-	}
-	return nil
 }
 
 // parseShadow decodes PBS's shadow.json, {"<user name>": "<crypt hash>", ...}: exactly one JSON

@@ -11,6 +11,9 @@
 // the password) gets a new ticket stamped NotBefore(u), one second later; tickets may be
 // stamped up to 300 s in the future (DESIGN.md), so this is always acceptable.
 //
+// The file is read with lockfile.ReadFile: a symbolic link, a non-regular file, one that group
+// or others may write, a larger one or an invalid one is refused with ErrCorrupt.
+//
 // # Writers and readers
 //
 // Revoke takes the exclusive lock (lockfile, 10 s), rewrites the file atomically, bumps the
@@ -25,12 +28,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"gatehouse/authid"
@@ -155,28 +155,19 @@ func (s *Store) Revoke(userid string, now time.Time) error {
 	return nil
 }
 
+// readOptions are the file rules of the package comment.
+var readOptions = lockfile.ReadOptions{MaxSize: MaxFileSize, Forbidden: 0o022}
+
 // read parses the file; a missing file is an empty map.
 func read(path string) (map[string]int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	data, _, err := lockfile.ReadFile(path, readOptions)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return map[string]int64{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening revocations %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading revocations %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("reading revocations %s: not a regular file: %w", path, ErrCorrupt)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("reading revocations %s: mode %04o is writable by group or others: %w", path, fi.Mode().Perm(), ErrCorrupt)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrPermissions),
+		errors.Is(err, lockfile.ErrTooLarge):
+		return nil, fmt.Errorf("reading revocations %s: %w: %w", path, err, ErrCorrupt)
+	case err != nil:
 		return nil, fmt.Errorf("reading revocations %s: %w", path, err)
 	}
 	m, err := parse(data)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,6 +112,62 @@ func TestBadFile(t *testing.T) {
 	os.Chmod(s.o.Path, 0o666)
 	if _, err := s.Revoked("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Revoked on a world-writable file = %v; want ErrCorrupt", err)
+	}
+}
+
+// TestUnsafeFile: what lockfile.ReadFile refuses is ErrCorrupt here, for readers and writers.
+func TestUnsafeFile(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, path string)
+	}{
+		{"symlink", func(t *testing.T, path string) {
+			target := path + ".real"
+			if err := os.WriteFile(target, []byte(`{}`), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"directory", func(t *testing.T, path string) {
+			if err := os.Mkdir(path, 0o750); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"fifo", func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"group writable", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte(`{}`), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, 0o660); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"too large", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, nil, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, MaxFileSize+1); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, t.TempDir())
+			tt.setup(t, s.o.Path)
+			if _, err := s.Revoked("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Revoked on a %s = %v; want ErrCorrupt", tt.name, err)
+			}
+			if err := s.Revoke("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("Revoke on a %s = %v; want ErrCorrupt", tt.name, err)
+			}
+		})
 	}
 }
 

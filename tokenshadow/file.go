@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"syscall"
 
 	"gatehouse/authid"
+	"gatehouse/lockfile"
 )
 
 // File limits.
@@ -24,80 +22,35 @@ var (
 	ErrPermissions = errors.New("token shadow has unsafe permissions")
 )
 
-// fileID identifies one version of the file: a writer's rename changes the inode, an editor's
-// in-place write changes size or times. The zero value means "no file".
-type fileID struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64 // nanoseconds
-}
-
-func idOf(fi fs.FileInfo) fileID {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	}
-	return fileID{
-		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(),
-	}
-}
-
 // table is token.shadow parsed: token id -> crypt hash. Immutable once built.
 type table struct {
 	gen    uint64 // generation it was read at
-	fid    fileID
+	fid    lockfile.FileID
 	hashes map[string]string
 }
 
-// statFile returns the identity of the file at path, zero if it does not exist.
-func statFile(path string) (fileID, error) {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fileID{}, nil
-	}
-	if err != nil {
-		return fileID{}, fmt.Errorf("checking token shadow %s: %w", path, err)
-	}
-	return idOf(fi), nil
-}
+// readOptions are the file rules of the package comment.
+var readOptions = lockfile.ReadOptions{MaxSize: MaxFileSize, Forbidden: 0o027}
 
 // readTable reads and parses token.shadow. A missing file is an empty table; an empty, truncated,
 // non-JSON, oversized, non-regular or group-writable/world-accessible file is an error.
 func readTable(path string) (*table, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	data, fid, err := lockfile.ReadFile(path, readOptions)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return &table{hashes: map[string]string{}}, nil
-	}
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("opening token shadow %s: is a symbolic link: %w", path, ErrPermissions)
-		}
-		return nil, fmt.Errorf("opening token shadow %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading token shadow %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("reading token shadow %s: not a regular file (%s): %w", path, fi.Mode().Type(), ErrCorrupt)
-	}
-	if perm := fi.Mode().Perm(); perm&0o027 != 0 {
-		return nil, fmt.Errorf("reading token shadow %s: mode %04o; want no group write and no access for others (0600 or 0640): %w", path, perm, ErrPermissions)
-	}
-	if fi.Size() > MaxFileSize {
-		return nil, fmt.Errorf("reading token shadow %s: %d bytes, more than %d: %w", path, fi.Size(), MaxFileSize, ErrCorrupt)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	case errors.Is(err, lockfile.ErrSymlink), errors.Is(err, lockfile.ErrPermissions):
+		return nil, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrPermissions)
+	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrTooLarge):
+		return nil, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrCorrupt)
+	case err != nil:
 		return nil, fmt.Errorf("reading token shadow %s: %w", path, err)
 	}
 	hashes, err := parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("parsing token shadow %s: %w", path, err)
 	}
-	return &table{fid: idOf(fi), hashes: hashes}, nil
+	return &table{fid: fid, hashes: hashes}, nil
 }
 
 // parse decodes PBS's token.shadow JSON object {"user@realm!name": "<crypt hash>", ...}.

@@ -116,7 +116,7 @@ type Store struct {
 // change; each shard map is immutable and replaced whole (copy on write).
 type snapshot struct {
 	gen    uint64
-	fid    fileID
+	fid    lockfile.FileID
 	shards [shardCount]atomic.Pointer[shard]
 }
 
@@ -291,7 +291,7 @@ func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, erro
 // the file identity are unchanged.
 func (s *Store) load(g uint64) (*table, error) {
 	if t := s.table.Load(); t != nil && t.gen == g {
-		fid, err := statFile(s.path)
+		fid, err := s.stat()
 		if err != nil {
 			return nil, err
 		}
@@ -311,7 +311,7 @@ func (s *Store) load(g uint64) (*table, error) {
 // remember adds id's digest to the snapshot of generation g and file fid, starting a new
 // snapshot when the current one is of another generation or file, and never replacing a newer
 // one.
-func (s *Store) remember(g uint64, fid fileID, id string, sum [sha256.Size]byte) {
+func (s *Store) remember(g uint64, fid lockfile.FileID, id string, sum [sha256.Size]byte) {
 	k := s.key(id)
 	i := k % shardCount
 	e := entry{id: id, sum: sum}
@@ -356,7 +356,7 @@ func (s *Store) Forget() {
 // CheckFile drops the cache when token.shadow is no longer the file it was built from (an edit
 // that bumped no generation). Watch calls it periodically.
 func (s *Store) CheckFile() error {
-	fid, err := statFile(s.path)
+	fid, err := s.stat()
 	if err != nil {
 		return err
 	}
@@ -366,29 +366,23 @@ func (s *Store) CheckFile() error {
 	return nil
 }
 
+// stat returns the identity of token.shadow, zero if it does not exist.
+func (s *Store) stat() (lockfile.FileID, error) {
+	fid, err := lockfile.Stat(s.path)
+	if err != nil {
+		return fid, fmt.Errorf("checking token shadow %s: %w", s.path, err)
+	}
+	return fid, nil
+}
+
 // Watch calls CheckFile every interval (WatchInterval if <= 0) until ctx is done. Errors are
-// passed to report (which may be nil) and do not stop the watch.
+// passed to report (which may be nil) and do not stop the watch. Tests inject the ticks with
+// lockfile.PollTicks.
 func (s *Store) Watch(ctx context.Context, interval time.Duration, report func(error)) {
 	if interval <= 0 {
 		interval = WatchInterval
 	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	s.watch(ctx, tick.C, report)
-}
-
-// watch is Watch with the ticks injected.
-func (s *Store) watch(ctx context.Context, tick <-chan time.Time, report func(error)) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick:
-			if err := s.CheckFile(); err != nil && report != nil {
-				report(err)
-			}
-		}
-	}
+	lockfile.Poll(ctx, interval, s.CheckFile, report)
 }
 
 // Set stores secret as the token's secret, creating the token entry if needed.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gatehouse/authid"
+	"gatehouse/lockfile"
 	"gatehouse/shmem"
 )
 
@@ -437,13 +438,20 @@ func TestWatch(t *testing.T) {
 	defer cancel()
 	tick := make(chan time.Time)
 	done := make(chan struct{})
+	checked := make(chan struct{})
+	check := func() error {
+		defer func() { checked <- struct{}{} }()
+		return s.CheckFile()
+	}
 	go func() {
-		s.watch(ctx, tick, func(err error) { t.Errorf("watch reported %v", err) })
+		lockfile.PollTicks(ctx, tick, check, func(err error) { t.Errorf("watch reported %v", err) })
 		close(done)
 	}()
-	tickTwice := func() { tick <- time.Time{}; tick <- time.Time{} } // the 2nd send waits for the 1st check
+	// tickAndWait returns once the check of its tick has run (a second send alone would only
+	// wait for the first check, leaving the second one racing with what the test does next).
+	tickAndWait := func() { tick <- time.Time{}; <-checked }
 
-	tickTwice()
+	tickAndWait()
 	if !cached(s, id) {
 		t.Fatal("a tick on an unchanged file dropped the cache")
 	}
@@ -461,7 +469,7 @@ func TestWatch(t *testing.T) {
 	if err := s.Verify(id, "edited-secret"); !errors.Is(err, ErrWrongSecret) {
 		t.Fatalf("before the tick Verify(edited) = %v; want the cached answer ErrWrongSecret", err)
 	}
-	tickTwice()
+	tickAndWait()
 	if err := s.Verify(id, "edited-secret"); err != nil {
 		t.Errorf("after the tick Verify(edited) = %v; want nil", err)
 	}

@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"gatehouse/lockfile"
@@ -50,28 +48,9 @@ type Store struct {
 // cfg or err (an invalid file) is set. Immutable.
 type snapshot struct {
 	gen uint64
-	fid fileID
+	fid lockfile.FileID
 	cfg *Config
 	err error
-}
-
-// fileID identifies one version of the file: a writer's rename changes the inode, an editor's
-// in-place write changes size or times. The zero value means "no file".
-type fileID struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64 // nanoseconds
-}
-
-func idOf(fi fs.FileInfo) fileID {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	}
-	return fileID{
-		dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(),
-	}
 }
 
 // Open returns a Store for o.Path. It does not read the file: that happens on first use.
@@ -139,9 +118,9 @@ func (s *Store) Forget() { s.snap.Store(nil) }
 // CheckFile drops the cached config when user.cfg is no longer the file it was read from (an
 // edit that bumped no generation). Watch calls it periodically.
 func (s *Store) CheckFile() error {
-	fid, err := statFile(s.path)
+	fid, err := lockfile.Stat(s.path)
 	if err != nil {
-		return err
+		return fmt.Errorf("checking user config %s: %w", s.path, err)
 	}
 	if sn := s.snap.Load(); sn != nil && sn.fid != fid {
 		s.snap.CompareAndSwap(sn, nil)
@@ -150,28 +129,13 @@ func (s *Store) CheckFile() error {
 }
 
 // Watch calls CheckFile every interval (WatchInterval if <= 0) until ctx is done. Errors are
-// passed to report (which may be nil) and do not stop the watch.
+// passed to report (which may be nil) and do not stop the watch. Tests inject the ticks with
+// lockfile.PollTicks.
 func (s *Store) Watch(ctx context.Context, interval time.Duration, report func(error)) {
 	if interval <= 0 {
 		interval = WatchInterval
 	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	s.watch(ctx, tick.C, report)
-}
-
-// watch is Watch with the ticks injected.
-func (s *Store) watch(ctx context.Context, tick <-chan time.Time, report func(error)) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick:
-			if err := s.CheckFile(); err != nil && report != nil {
-				report(err)
-			}
-		}
-	}
+	lockfile.Poll(ctx, interval, s.CheckFile, report)
 }
 
 // Update changes user.cfg: under the exclusive lock it reads and parses the file (refusing to
@@ -193,7 +157,7 @@ func (s *Store) Update(fn func(*Config) error) error {
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", what, s.path, err)
 		}
-		if fid != (fileID{}) && bytes.Equal(data, raw) {
+		if fid != (lockfile.FileID{}) && bytes.Equal(data, raw) {
 			return nil // nothing changed: no write, no bump
 		}
 		return s.write(what, data)
@@ -257,54 +221,26 @@ func (s *Store) write(what string, data []byte) error {
 	return nil
 }
 
-// statFile returns the identity of the file at path, zero if it does not exist.
-func statFile(path string) (fileID, error) {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fileID{}, nil
-	}
-	if err != nil {
-		return fileID{}, fmt.Errorf("checking user config %s: %w", path, err)
-	}
-	return idOf(fi), nil
-}
+// readOptions are the file rules of the package comment.
+var readOptions = lockfile.ReadOptions{MaxSize: sectionconfig.MaxFileSize, Forbidden: 0o022}
 
 // readConfig reads and parses user.cfg, returning the parse, the raw bytes and the identity
-// of what was read. A missing file parses as empty (root@pam alone) with a zero fileID; a
+// of what was read. A missing file parses as empty (root@pam alone) with a zero FileID; a
 // symbolic link, a non-regular file, a group- or world-writable one (ErrPermissions), an
 // oversized or unparsable one (ErrSyntax) is an error that names the path. The identity is
 // returned with those errors too, so that the caller can cache them per file version.
-func readConfig(path string) (*Config, []byte, fileID, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+func readConfig(path string) (*Config, []byte, lockfile.FileID, error) {
+	raw, fid, err := lockfile.ReadFile(path, readOptions)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		c, err := Parse(nil)
-		return c, nil, fileID{}, err
-	}
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			fid, _ := statFile(path)
-			return nil, nil, fid, fmt.Errorf("opening user config %s: is a symbolic link: %w", path, ErrPermissions)
-		}
-		return nil, nil, fileID{}, fmt.Errorf("opening user config %s: %w", path, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fileID{}, fmt.Errorf("reading user config %s: %w", path, err)
-	}
-	fid := idOf(fi)
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fid, fmt.Errorf("reading user config %s: not a regular file (%s): %w", path, fi.Mode().Type(), ErrPermissions)
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return nil, nil, fid, fmt.Errorf("reading user config %s: mode %04o is group- or world-writable; want 0640 or 0600: %w", path, perm, ErrPermissions)
-	}
-	if fi.Size() > sectionconfig.MaxFileSize {
-		return nil, nil, fid, fmt.Errorf("reading user config %s: %d bytes, more than %d: %w", path, fi.Size(), sectionconfig.MaxFileSize, ErrSyntax)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, sectionconfig.MaxFileSize+1))
-	if err != nil {
-		return nil, nil, fileID{}, fmt.Errorf("reading user config %s: %w", path, err)
+		return c, nil, lockfile.FileID{}, err
+	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrPermissions):
+		return nil, nil, fid, fmt.Errorf("reading user config %s: %w: %w", path, err, ErrPermissions)
+	case errors.Is(err, lockfile.ErrTooLarge):
+		return nil, nil, fid, fmt.Errorf("reading user config %s: %w: %w", path, err, ErrSyntax)
+	case err != nil:
+		return nil, nil, fid, fmt.Errorf("reading user config %s: %w", path, err)
 	}
 	c, err := Parse(raw)
 	if err != nil {

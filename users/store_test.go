@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gatehouse/lockfile"
 	"gatehouse/shmem"
 )
 
@@ -423,7 +424,7 @@ func TestWatch(t *testing.T) {
 	var reported []error
 	done := make(chan struct{})
 	go func() {
-		s.watch(ctx, tick, func(err error) { reported = append(reported, err) })
+		lockfile.PollTicks(ctx, tick, s.CheckFile, func(err error) { reported = append(reported, err) })
 		close(done)
 	}()
 	replaceFile(t, s.Path(), "user: root@pam\n\tcomment edited\n")
