@@ -5,12 +5,14 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"gatehouse/realm"
+	"gatehouse/shmem"
 	"gatehouse/ticket"
 )
 
@@ -452,5 +454,58 @@ func TestPAMLogin(t *testing.T) {
 	}
 	if got := login(password + "x"); got != 401 {
 		t.Errorf("wrong PAM password = %d; want 401", got)
+	}
+}
+
+// TestKeyReload replaces authkey.pub and csrf.key and bumps the keys generation, as a key
+// rotation would: proxyd must drop tickets of the old key at once and accept the new key's.
+func TestKeyReload(t *testing.T) {
+	st := start(t, options{})
+	st.addUser(t, "kim@pbs", "kim-pass-1")
+	old := st.login(t, "kim@pbs", "kim-pass-1")
+	get := func(tk string) int {
+		return st.do(t, call{method: "GET", path: "/version", header: http.Header{"Cookie": {"PBSAuthCookie=" + tk}}}).status
+	}
+	if got := get(old.ticket); got != 200 {
+		t.Fatalf("old ticket before the rotation = %d; want 200", got)
+	}
+	dir := t.TempDir()
+	newKey, newPub, newCSRF := filepath.Join(dir, "k"), filepath.Join(dir, "p"), filepath.Join(dir, "c")
+	if err := ticket.GenerateKeys(newKey, newPub, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := ticket.GenerateCSRFKey(newCSRF, -1); err != nil {
+		t.Fatal(err)
+	}
+	for from, to := range map[string]string{newPub: st.dirs.AuthPub(), newCSRF: st.dirs.CSRFKey()} {
+		if st.split {
+			if err := os.Chown(from, 0, nobody); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen, err := shmem.Open(st.dirs.Generations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	gen.Bump(shmem.Keys)
+
+	if got := get(old.ticket); got != 401 {
+		t.Errorf("old key's ticket after the rotation = %d; want 401", got)
+	}
+	signer, err := ticket.LoadSigner(newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := signer.SignUser("PBS", "kim@pbs", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(tk); got != 200 {
+		t.Errorf("new key's ticket after the rotation = %d; want 200", got)
 	}
 }

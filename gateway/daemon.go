@@ -91,6 +91,14 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		Prefix: *prefix, Tickets: ticket.NewCache(verifier, 10_000), CSRF: csrf, Tokens: tokens, Users: us,
 		Revocations: rev, Generations: gen, Guard: guard, Trusted: tp, ApidSocket: d.Socket(), Upstream: up,
 		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log,
+		LoadKeys: func() (*ticket.Verifier, *ticket.CSRFKey, error) {
+			v, err := ticket.LoadVerifier(d.AuthPub())
+			if err != nil {
+				return nil, nil, err
+			}
+			k, err := ticket.LoadCSRFKey(d.CSRFKey())
+			return v, k, err
+		},
 	})
 	if err != nil {
 		return err

@@ -46,6 +46,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"gatehouse/authfail"
@@ -80,8 +82,11 @@ type Options struct {
 	ApidSocket  string         // apid's unix socket
 	Upstream    *url.URL       // the application behind Gatehouse; nil: 404 outside /api2
 	Version     Version
-	Log         *slog.Logger
-	Now         func() time.Time // default time.Now
+	// LoadKeys reads authkey.pub and csrf.key again; it is called when the keys generation
+	// moves (apid replaced a key), before the request that noticed it is checked. Optional.
+	LoadKeys func() (*ticket.Verifier, *ticket.CSRFKey, error)
+	Log      *slog.Logger
+	Now      func() time.Time // default time.Now
 }
 
 // Server is the proxyd handler.
@@ -94,6 +99,10 @@ type Server struct {
 	toApid   *httputil.ReverseProxy
 	upstream *httputil.ReverseProxy
 	mux      *http.ServeMux
+
+	csrf    atomic.Pointer[ticket.CSRFKey]
+	keysMu  sync.Mutex    // serializes reloads
+	keysGen atomic.Uint64 // keys generation the loaded keys belong to
 }
 
 // New checks o and returns a Server.
@@ -126,6 +135,8 @@ func New(o Options) (*Server, error) {
 		scheme: o.Prefix + "APIToken",
 		apid:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
 	}
+	s.csrf.Store(o.CSRF)
+	s.keysGen.Store(o.Generations.Load(shmem.Keys))
 	s.toApid = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = "http", "apid", "apid"
@@ -198,6 +209,11 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if !s.o.Guard.Allow(client.Addr(), now) {
 			s.tooMany(w, client, now)
+			return
+		}
+		if err := s.reloadKeys(); err != nil {
+			s.o.Log.Error("reloading keys", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "keys unavailable")
 			return
 		}
 		var c caller
@@ -287,6 +303,29 @@ func (s *Server) ticketCookie(r *http.Request) cookieTicket {
 	return cookieTicket{}
 }
 
+// reloadKeys loads authkey.pub and csrf.key again when the keys generation has moved since
+// they were loaded. The fast path is one shared-memory load and one atomic load.
+func (s *Server) reloadKeys() error {
+	g := s.o.Generations.Load(shmem.Keys)
+	if g == s.keysGen.Load() || s.o.LoadKeys == nil {
+		return nil
+	}
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if g == s.keysGen.Load() {
+		return nil
+	}
+	v, k, err := s.o.LoadKeys()
+	if err != nil {
+		return err
+	}
+	s.o.Tickets.SetVerifier(v)
+	s.csrf.Store(k)
+	s.keysGen.Store(g)
+	s.o.Log.Info("reloaded keys", "generation", g)
+	return nil
+}
+
 // decodeCookie undoes the percent-encoding some clients apply to the ticket cookie; a raw
 // ticket ("PBS:...") is returned as it is.
 func decodeCookie(prefix, v string) string {
@@ -318,7 +357,7 @@ func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (c
 		return caller{}, &authFailure{userid, "ticket was revoked"}
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if err := s.o.CSRF.Check(r.Header.Get("CSRFPreventionToken"), userid, now); err != nil {
+		if err := s.csrf.Load().Check(r.Header.Get("CSRFPreventionToken"), userid, now); err != nil {
 			return caller{}, &authFailure{userid, "missing or invalid CSRF prevention token"}
 		}
 	}
