@@ -93,6 +93,7 @@ type stack struct {
 type options struct {
 	burst      int
 	pamService string
+	upstream   string // --upstream URL
 }
 
 // start runs apid, then proxyd, and waits until both listen.
@@ -137,7 +138,7 @@ func start(t *testing.T, o options) *stack {
 	}
 	addr := st.run(t, "proxyd", st.split, "--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
 		"--listen", "127.0.0.1:0", "--auth-log", st.authLog, "--fail-delay", "-1s",
-		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1")
+		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1", "--upstream", o.upstream)
 	st.url = "https://" + addr + "/api2/json"
 	pem, err := os.ReadFile(st.dirs.ProxyCert())
 	if err != nil {
