@@ -16,6 +16,7 @@
 //   - authfail: the fail2ban auth log, the per-client failure limit and delay.
 //   - params: API call parameters as Proxmox clients send them.
 //   - forward: the internal headers of a call proxyd forwards to apid.
+//   - reply: API answers in PBS's JSON shape.
 //   - peercred: unix-socket admission by SO_PEERCRED uid.
 //   - tlscert: proxyd's self-signed certificate, made on first start.
 //   - layout: the files under --config-dir and --run-dir, with owners and modes.

@@ -40,6 +40,7 @@ import (
 	"gatehouse/forward"
 	"gatehouse/peercred"
 	"gatehouse/realm"
+	"gatehouse/reply"
 	"gatehouse/revocation"
 	"gatehouse/ticket"
 	"gatehouse/tokenshadow"
@@ -131,12 +132,12 @@ func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.Ha
 			}
 		}
 		if id == "" {
-			writeError(w, http.StatusUnauthorized, "authentication required")
+			reply.Error(w, http.StatusUnauthorized, "authentication required")
 			return
 		}
 		a, err := authid.Parse(id)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad caller identity")
+			reply.Error(w, http.StatusBadRequest, "bad caller identity")
 			return
 		}
 		h(w, r, who{authid: a, session: r.Header.Get(forward.Session)})
@@ -156,7 +157,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "malformed ticket request")
+		reply.Error(w, http.StatusBadRequest, "malformed ticket request")
 		return
 	}
 	userid := req.Username
@@ -167,14 +168,14 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(forward.Failure, reason)
 		w.Header().Set(forward.FailUser, userid)
 		s.o.Log.Info("authentication failure", "user", userid, "rhost", r.Header.Get(forward.Rhost), "msg", reason)
-		writeError(w, http.StatusUnauthorized, "authentication failure")
+		reply.Error(w, http.StatusUnauthorized, "authentication failure")
 	}
 	if _, err := authid.ParseUserid(userid); err != nil {
 		fail("invalid user name")
 		return
 	}
 	if req.TFAChallenge != "" {
-		writeError(w, http.StatusBadRequest, "two-factor authentication is not available yet")
+		reply.Error(w, http.StatusBadRequest, "two-factor authentication is not available yet")
 		return
 	}
 	if strings.HasPrefix(req.Password, s.o.Prefix+":") {
@@ -212,7 +213,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err, "signing ticket")
 		return
 	}
-	writeData(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": s.o.CSRF.Token(userid, now)})
+	reply.Data(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": s.o.CSRF.Token(userid, now)})
 }
 
 // newTicket signs a full ticket for userid, stamped after any revocation.
@@ -229,36 +230,36 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, c who) {
 		s.internal(w, err, "revoking tickets")
 		return
 	}
-	writeData(w, nil)
+	reply.Data(w, nil)
 }
 
 func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
 	p, err := readParams(w, r, "userid", "password", "confirmation-password")
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	target, pw := p["userid"], p["password"]
 	if target == "" || pw == "" {
-		writeError(w, http.StatusBadRequest, "userid and password are required")
+		reply.Error(w, http.StatusBadRequest, "userid and password are required")
 		return
 	}
 	if !c.may(target) {
-		writeError(w, http.StatusForbidden, "permission check failed")
+		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
 	a, err := authid.ParseUserid(target)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid userid")
+		reply.Error(w, http.StatusBadRequest, "invalid userid")
 		return
 	}
 	if a.Realm != "pbs" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("passwords of realm %q are not managed by Gatehouse", a.Realm))
+		reply.Error(w, http.StatusBadRequest, fmt.Sprintf("passwords of realm %q are not managed by Gatehouse", a.Realm))
 		return
 	}
 	if err := s.o.Realms.Passwords.Set(target, pw); err != nil {
 		if errors.Is(err, realm.ErrBadPassword) {
-			writeError(w, http.StatusBadRequest, "password does not meet the requirements")
+			reply.Error(w, http.StatusBadRequest, "password does not meet the requirements")
 			return
 		}
 		s.internal(w, err, "setting password")
@@ -277,7 +278,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
 		}
 		w.Header().Set(forward.NewTicket, tk)
 	}
-	writeData(w, nil)
+	reply.Data(w, nil)
 }
 
 func (s *Server) internal(w http.ResponseWriter, err error, doing string) {
@@ -285,16 +286,5 @@ func (s *Server) internal(w http.ResponseWriter, err error, doing string) {
 		return
 	}
 	s.o.Log.Error(doing, "err", err)
-	writeError(w, http.StatusInternalServerError, doing+" failed")
-}
-
-func writeData(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	json.NewEncoder(w).Encode(map[string]any{"data": v})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": msg})
+	reply.Error(w, http.StatusInternalServerError, doing+" failed")
 }

@@ -6,6 +6,7 @@ import (
 
 	"gatehouse/authid"
 	"gatehouse/params"
+	"gatehouse/reply"
 	"gatehouse/tokenshadow"
 	"gatehouse/users"
 )
@@ -20,13 +21,13 @@ func (s *Server) tokenTarget(w http.ResponseWriter, r *http.Request, c who, mana
 		return "", "", false
 	}
 	if manage && c.authid.IsToken() {
-		writeError(w, http.StatusForbidden, "API tokens cannot manage tokens")
+		reply.Error(w, http.StatusForbidden, "API tokens cannot manage tokens")
 		return "", "", false
 	}
 	if name := r.PathValue("name"); name != "" {
 		a, err := authid.ParseToken(userid + "!" + name)
 		if err != nil {
-			writeParamError(w, params.Error{"token-name": "invalid token name"})
+			reply.Invalid(w, params.Error{"token-name": "invalid token name"})
 			return "", "", false
 		}
 		tokenid = a.String()
@@ -48,7 +49,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c who) {
 	for _, t := range cfg.Tokens(userid) {
 		out = append(out, showToken(t))
 	}
-	writeData(w, out)
+	reply.Data(w, out)
 }
 
 func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c who) {
@@ -63,10 +64,10 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	t, ok := cfg.Token(tokenid)
 	if !ok {
-		writeError(w, http.StatusNotFound, "no such token "+tokenid)
+		reply.Error(w, http.StatusNotFound, "no such token "+tokenid)
 		return
 	}
-	writeData(w, showToken(t))
+	reply.Data(w, showToken(t))
 }
 
 // tokenFields applies the optional token properties in p to t.
@@ -88,12 +89,12 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	p, err := readParams(w, r, tokenParams...)
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	t := users.Token{ID: tokenid, Enable: true}
 	if err := tokenFields(p, &t); err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	err = s.o.Users.Update(func(cfg *users.Config) error {
@@ -103,7 +104,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c who) {
 		return cfg.SetToken(t)
 	})
 	if errors.Is(err, errExists) {
-		writeError(w, http.StatusBadRequest, "token "+tokenid+" already exists")
+		reply.Error(w, http.StatusBadRequest, "token "+tokenid+" already exists")
 		return
 	}
 	if err != nil {
@@ -115,7 +116,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c who) {
 		s.internal(w, err, "generating secret for "+tokenid)
 		return
 	}
-	writeData(w, map[string]string{"tokenid": tokenid, "value": secret})
+	reply.Data(w, map[string]string{"tokenid": tokenid, "value": secret})
 }
 
 // updateToken is PUT .../token/{name}: properties, and regenerate=1 rotates the secret at once
@@ -127,12 +128,12 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	p, err := readParams(w, r, append(tokenParams, "regenerate", "digest")...)
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	regenerate, err := params.Bool(p, "regenerate")
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	delete(p, "regenerate")
@@ -154,7 +155,7 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
 		}
 	}
 	if !regenerate {
-		writeData(w, nil)
+		reply.Data(w, nil)
 		return
 	}
 	secret, err := s.o.Tokens.Rotate(tokenid)
@@ -162,7 +163,7 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
 		s.answerUpdate(w, err, "regenerating token "+tokenid)
 		return
 	}
-	writeData(w, map[string]string{"tokenid": tokenid, "secret": secret})
+	reply.Data(w, map[string]string{"tokenid": tokenid, "secret": secret})
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, c who) {

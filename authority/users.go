@@ -1,13 +1,13 @@
 package authority
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 
 	"gatehouse/authid"
 	"gatehouse/params"
+	"gatehouse/reply"
 	"gatehouse/tokenshadow"
 	"gatehouse/users"
 )
@@ -20,17 +20,6 @@ func readParams(w http.ResponseWriter, r *http.Request, allowed ...string) (map[
 		return nil, err
 	}
 	return p, params.Only(p, allowed...)
-}
-
-func writeParamError(w http.ResponseWriter, err error) {
-	var pe params.Error
-	if !errors.As(err, &pe) {
-		writeError(w, http.StatusBadRequest, "cannot read request")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": "parameter verification failed", "errors": pe})
 }
 
 // userJSON is a user as PBS's API shows it.
@@ -63,12 +52,12 @@ func showToken(t users.Token) tokenJSON {
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 	p, err := readParams(w, r, "include_tokens")
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	withTokens, err := params.Bool(p, "include_tokens")
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	cfg, err := s.o.Users.Config()
@@ -89,7 +78,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 		}
 		out = append(out, j)
 	}
-	writeData(w, out)
+	reply.Data(w, out)
 }
 
 // userFields applies the optional user properties in p to u.
@@ -125,27 +114,27 @@ var userParams = []string{"comment", "email", "enable", "expire", "firstname", "
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
 	if !c.root() {
-		writeError(w, http.StatusForbidden, "permission check failed")
+		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
 	p, err := readParams(w, r, append(userParams, "userid", "password")...)
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	a, err := authid.ParseUserid(p["userid"])
 	if err != nil {
-		writeParamError(w, params.Error{"userid": "invalid user id"})
+		reply.Invalid(w, params.Error{"userid": "invalid user id"})
 		return
 	}
 	u := users.User{ID: a.Userid(), Enable: true}
 	if err := userFields(p, &u); err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	if pw := p["password"]; pw != "" {
 		if a.Realm != "pbs" {
-			writeParamError(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
+			reply.Invalid(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
 			return
 		}
 		if err := s.o.Realms.Passwords.Set(u.ID, pw); err != nil {
@@ -161,14 +150,14 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
 		return nil
 	})
 	if errors.Is(err, errExists) {
-		writeError(w, http.StatusBadRequest, "user "+u.ID+" already exists")
+		reply.Error(w, http.StatusBadRequest, "user "+u.ID+" already exists")
 		return
 	}
 	if err != nil {
 		s.internal(w, err, "creating user")
 		return
 	}
-	writeData(w, nil)
+	reply.Data(w, nil)
 }
 
 var errExists = errors.New("already exists")
@@ -177,11 +166,11 @@ var errExists = errors.New("already exists")
 func (s *Server) target(w http.ResponseWriter, r *http.Request, c who) (string, bool) {
 	a, err := authid.ParseUserid(r.PathValue("userid"))
 	if err != nil {
-		writeParamError(w, params.Error{"userid": "invalid user id"})
+		reply.Invalid(w, params.Error{"userid": "invalid user id"})
 		return "", false
 	}
 	if !c.root() && c.userid() != a.Userid() {
-		writeError(w, http.StatusForbidden, "permission check failed")
+		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return "", false
 	}
 	return a.Userid(), true
@@ -199,10 +188,10 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	u, ok := cfg.User(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, "no such user "+id)
+		reply.Error(w, http.StatusNotFound, "no such user "+id)
 		return
 	}
-	writeData(w, showUser(u))
+	reply.Data(w, showUser(u))
 }
 
 func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
@@ -212,16 +201,16 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	p, err := readParams(w, r, userParams...)
 	if err != nil {
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	if !c.root() {
 		if _, ok := p["enable"]; ok {
-			writeError(w, http.StatusForbidden, "only root@pam enables or disables users")
+			reply.Error(w, http.StatusForbidden, "only root@pam enables or disables users")
 			return
 		}
 		if _, ok := p["expire"]; ok {
-			writeError(w, http.StatusForbidden, "only root@pam sets expiry")
+			reply.Error(w, http.StatusForbidden, "only root@pam sets expiry")
 			return
 		}
 	}
@@ -243,11 +232,11 @@ func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
 	var pe params.Error
 	switch {
 	case err == nil:
-		writeData(w, nil)
+		reply.Data(w, nil)
 	case errors.As(err, &pe):
-		writeParamError(w, err)
+		reply.Invalid(w, err)
 	case errors.Is(err, users.ErrNoUser), errors.Is(err, users.ErrNoToken), errors.Is(err, tokenshadow.ErrNoToken):
-		writeError(w, http.StatusNotFound, doing+": not found")
+		reply.Error(w, http.StatusNotFound, doing+": not found")
 	default:
 		s.internal(w, err, doing)
 	}
@@ -255,7 +244,7 @@ func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 	if !c.root() {
-		writeError(w, http.StatusForbidden, "permission check failed")
+		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
 	id, ok := s.target(w, r, c)
@@ -263,7 +252,7 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	if id == Superuser {
-		writeError(w, http.StatusBadRequest, "root@pam cannot be deleted")
+		reply.Error(w, http.StatusBadRequest, "root@pam cannot be deleted")
 		return
 	}
 	cfg, err := s.o.Users.Config()

@@ -35,7 +35,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +53,7 @@ import (
 	"gatehouse/authid"
 	"gatehouse/forward"
 	"gatehouse/params"
+	"gatehouse/reply"
 	"gatehouse/revocation"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
@@ -162,7 +162,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("DELETE /api2/json/access/ticket", s.authed(s.logout))
 	mux.HandleFunc("/api2/json/access/", s.authed(s.forward))
 	mux.HandleFunc("/api2/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, "no such API call")
+		reply.Error(w, http.StatusNotImplemented, "no such API call")
 	})
 	mux.HandleFunc("/", s.authed(s.proxyUpstream))
 	s.mux = mux
@@ -204,7 +204,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		authz := r.Header.Get("Authorization")
 		tk := s.ticketCookie(r)
 		if authz == "" && tk.value == "" {
-			writeError(w, http.StatusUnauthorized, "authentication failure")
+			reply.Error(w, http.StatusUnauthorized, "authentication failure")
 			return
 		}
 		if !s.o.Guard.Allow(client.Addr(), now) {
@@ -213,7 +213,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		}
 		if err := s.reloadKeys(); err != nil {
 			s.o.Log.Error("reloading keys", "err", err)
-			writeError(w, http.StatusServiceUnavailable, "keys unavailable")
+			reply.Error(w, http.StatusServiceUnavailable, "keys unavailable")
 			return
 		}
 		var c caller
@@ -237,7 +237,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrP
 	var af *authFailure
 	if !errors.As(err, &af) {
 		s.o.Log.Error("authenticating request", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
+		reply.Error(w, http.StatusInternalServerError, "internal error")
 		return
 	}
 	if lerr := s.o.Guard.Fail(client, af.user, af.reason, now); lerr != nil {
@@ -246,7 +246,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrP
 	if s.o.Guard.Wait(r.Context()) != nil {
 		return
 	}
-	writeError(w, http.StatusUnauthorized, "authentication failure")
+	reply.Error(w, http.StatusUnauthorized, "authentication failure")
 }
 
 // parseTokenHeader splits "<scheme>=<id>:<secret>" or "<scheme> <id>:<secret>". The id is a
@@ -369,15 +369,15 @@ func (s *Server) tooMany(w http.ResponseWriter, client netip.AddrPort, now time.
 	if d := s.o.Guard.RetryAfter(client.Addr(), now); d > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
 	}
-	writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts")
+	reply.Error(w, http.StatusTooManyRequests, "too many failed authentication attempts")
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
-	writeData(w, map[string]bool{"pong": true})
+	reply.Data(w, map[string]bool{"pong": true})
 }
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
-	writeData(w, s.o.Version)
+	reply.Data(w, s.o.Version)
 }
 
 // forward sends an authenticated /access call to apid.
@@ -419,7 +419,7 @@ func (h headerWriter) WriteHeader(int)           {}
 
 func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
 	s.o.Log.Error("forwarding to apid", "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusBadGateway, "authentication service unavailable")
+	reply.Error(w, http.StatusBadGateway, "authentication service unavailable")
 }
 
 // ticketCookieFor makes the cookie a ticket travels in. The HttpOnly one has the attributes
@@ -433,20 +433,9 @@ func (s *Server) ticketCookieFor(name, value string) *http.Cookie {
 
 func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
 	if s.upstream == nil {
-		writeError(w, http.StatusNotFound, "not found")
+		reply.Error(w, http.StatusNotFound, "not found")
 		return
 	}
 	r.Header.Set(forward.Authid, callerOf(r).authid)
 	s.upstream.ServeHTTP(w, r)
-}
-
-func writeData(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	json.NewEncoder(w).Encode(map[string]any{"data": v})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": msg})
 }

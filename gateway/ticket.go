@@ -10,6 +10,7 @@ import (
 	"gatehouse/authfail"
 	"gatehouse/forward"
 	"gatehouse/params"
+	"gatehouse/reply"
 	"gatehouse/ticket"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		s.badParams(w, err)
+		reply.Invalid(w, err)
 		return
 	}
 	body, _ := json.Marshal(map[string]string{
@@ -79,7 +80,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		if s.o.Guard.Wait(r.Context()) != nil {
 			return
 		}
-		writeError(w, http.StatusUnauthorized, "authentication failure")
+		reply.Error(w, http.StatusUnauthorized, "authentication failure")
 		return
 	default:
 		forward.Strip(resp.Header)
@@ -100,7 +101,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		delete(out.Data, "ticket")
 		out.Data["ticket-info"] = ticket.Info(tk)
 	}
-	writeData(w, out.Data)
+	reply.Data(w, out.Data)
 }
 
 // logout is DELETE /access/ticket: apid revokes the user's tickets; proxyd clears the cookies.
@@ -111,16 +112,4 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		http.SetCookie(w, ck)
 	}
 	s.forward(w, r)
-}
-
-func (s *Server) badParams(w http.ResponseWriter, err error) {
-	var pe params.Error
-	if !errors.As(err, &pe) {
-		s.o.Log.Error("reading parameters", "err", err)
-		writeError(w, http.StatusBadRequest, "cannot read request")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(map[string]any{"data": nil, "message": "parameter verification failed", "errors": pe})
 }
