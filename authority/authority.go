@@ -184,11 +184,13 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 			fail("invalid ticket")
 			return
 		}
-		if revoked, err := s.o.Revocations.Revoked(userid, issued); err != nil || revoked {
+		revoked, err := s.o.Revocations.Revoked(userid, issued)
+		if err != nil {
 			s.internal(w, err, "checking revocation")
-			if err == nil {
-				fail("ticket was revoked")
-			}
+			return
+		}
+		if revoked {
+			fail("ticket was revoked")
 			return
 		}
 	} else if err := s.o.Realms.Check(userid, req.Password); err != nil {
@@ -282,9 +284,6 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
 }
 
 func (s *Server) internal(w http.ResponseWriter, err error, doing string) {
-	if err == nil {
-		return
-	}
 	s.o.Log.Error(doing, "err", err)
 	reply.Error(w, http.StatusInternalServerError, doing+" failed")
 }
