@@ -223,6 +223,10 @@ func TestLogoutAndPasswordChangeRevoke(t *testing.T) {
 			t.Errorf("%s session after logout = %d; want 401", name, got)
 		}
 	}
+	renew := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"carol@pbs"}, "password": {fresh.ticket}}})
+	if renew.status != 401 {
+		t.Errorf("renewing a revoked ticket = %d; want 401", renew.status)
+	}
 	if got := status(st.login(t, "carol@pbs", "carol-pass-2")); got != 200 {
 		t.Errorf("a login after logout = %d; want 200", got)
 	}
