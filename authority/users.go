@@ -84,13 +84,12 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 // userFields applies the optional user properties in p to u.
 func userFields(p map[string]string, u *users.User) error {
 	bad := params.Error{}
-	if v, ok := p["enable"]; ok {
+	if _, ok := p["enable"]; ok {
 		b, err := params.Bool(p, "enable")
 		if err != nil {
 			bad["enable"] = "not a boolean"
 		}
 		u.Enable = b
-		_ = v
 	}
 	if v, ok := p["expire"]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)

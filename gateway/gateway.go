@@ -398,7 +398,7 @@ func (s *Server) fromApid(resp *http.Response) error {
 	r := resp.Request
 	if nt := resp.Header.Get(forward.NewTicket); nt != "" {
 		if name := r.Header.Get(forward.Session); name != "" {
-			http.SetCookie(headerWriter(resp.Header), s.ticketCookieFor(name, nt))
+			resp.Header.Add("Set-Cookie", s.ticketCookieFor(name, nt).String())
 		}
 	}
 	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {
@@ -410,12 +410,6 @@ func (s *Server) fromApid(resp *http.Response) error {
 	forward.Strip(resp.Header)
 	return nil
 }
-
-type headerWriter http.Header
-
-func (h headerWriter) Header() http.Header       { return http.Header(h) }
-func (h headerWriter) Write([]byte) (int, error) { return 0, errors.New("headers only") }
-func (h headerWriter) WriteHeader(int)           {}
 
 func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
 	s.o.Log.Error("forwarding to apid", "path", r.URL.Path, "err", err)
