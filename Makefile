@@ -7,14 +7,16 @@ FUZZTIME ?= 30s
 SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
-# PAM headers the pam realm is built against (cgo); openssl and mkpasswd (whois) are real peers.
-DEB_TOOLS := openssl:openssl mkpasswd:whois /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc
+# PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois) and oathtool are
+# real peers.
+DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc
 # Every fuzz target: package and function.
 FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
-	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie
+	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
+	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge
 
 .PHONY: all build run test check deps fuzz fuzz-smoke bench clean
 
@@ -49,7 +51,7 @@ deps:
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		echo "installing Debian packages:$$missing"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing \
-			|| { echo "could not install$$missing: the build needs libpam0g-dev and gcc; without openssl and whois the interop tests are skipped"; [ -z "$$CI" ]; }; \
+			|| { echo "could not install$$missing: the build needs libpam0g-dev and gcc; without openssl, whois and oathtool the interop tests are skipped or fail"; [ -z "$$CI" ]; }; \
 	fi
 	$(GO) mod download
 

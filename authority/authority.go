@@ -24,6 +24,16 @@
 // record a revocation time for the user, ending every older ticket in every process; a password
 // change hands the calling session a new ticket (forward.NewTicket) so it survives.
 // A failed login answers 401 with the reason in forward.Failure, for proxyd's auth log only.
+//
+// # Second factors
+//
+// A password login of a user with enabled second factors (package tfa) answers, as PBS, a
+// half-authenticated "!tfa!" ticket (10 min, bound to the user, stamped after any revocation)
+// whose data is the challenge, with CSRFPreventionToken "invalid". The second call sends it as
+// tfa-challenge with password "totp:<code>", "recovery:<code>" or "webauthn:<json>" and gets the
+// full ticket; a revocation (logout, password change) in between ends the half ticket too.
+// Renewal with a full ticket needs no second factor. Proxmox VE's one-call otp parameter is
+// accepted as a TOTP answer. Management of second factors: tfa.go.
 package authority
 
 import (
@@ -42,6 +52,7 @@ import (
 	"gatehouse/realm"
 	"gatehouse/reply"
 	"gatehouse/revocation"
+	"gatehouse/tfa"
 	"gatehouse/ticket"
 	"gatehouse/tokenshadow"
 	"gatehouse/users"
@@ -59,6 +70,7 @@ type Options struct {
 	Tokens      *tokenshadow.Store
 	Realms      *realm.Realms
 	Revocations *revocation.Store
+	TFA         *tfa.Manager
 	Log         *slog.Logger
 	Now         func() time.Time
 }
@@ -72,7 +84,7 @@ type Server struct {
 
 // New checks o and returns a Server.
 func New(o Options) (*Server, error) {
-	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil {
+	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil || o.TFA == nil {
 		return nil, errors.New("creating apid handler: a required option is missing")
 	}
 	if o.Prefix == "" {
@@ -99,6 +111,15 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("POST /api2/json/access/users/{userid}/token/{name}", s.caller(s.createToken))
 	m.HandleFunc("PUT /api2/json/access/users/{userid}/token/{name}", s.caller(s.updateToken))
 	m.HandleFunc("DELETE /api2/json/access/users/{userid}/token/{name}", s.caller(s.deleteToken))
+	m.HandleFunc("PUT /api2/json/access/users/{userid}/unlock-tfa", s.caller(s.unlockTFA))
+	m.HandleFunc("GET /api2/json/access/tfa", s.caller(s.listTFA))
+	m.HandleFunc("GET /api2/json/access/tfa/{userid}", s.caller(s.listUserTFA))
+	m.HandleFunc("POST /api2/json/access/tfa/{userid}", s.caller(s.addTFA))
+	m.HandleFunc("GET /api2/json/access/tfa/{userid}/{id}", s.caller(s.getTFA))
+	m.HandleFunc("PUT /api2/json/access/tfa/{userid}/{id}", s.caller(s.updateTFA))
+	m.HandleFunc("DELETE /api2/json/access/tfa/{userid}/{id}", s.caller(s.deleteTFA))
+	m.HandleFunc("GET /api2/json/config/access/tfa/webauthn", s.caller(s.getWebauthnConfig))
+	m.HandleFunc("PUT /api2/json/config/access/tfa/webauthn", s.caller(s.setWebauthnConfig))
 	s.mux = m
 	return s, nil
 }
@@ -149,6 +170,7 @@ type ticketRequest struct {
 	Password     string `json:"password"`
 	Realm        string `json:"realm"`
 	TFAChallenge string `json:"tfa-challenge"`
+	OTP          string `json:"otp"` // PVE's one-call TOTP login; not in PBS
 }
 
 func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
@@ -174,11 +196,18 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		fail("invalid user name")
 		return
 	}
-	if req.TFAChallenge != "" {
-		reply.Error(w, http.StatusBadRequest, "two-factor authentication is not available yet")
-		return
-	}
-	if strings.HasPrefix(req.Password, s.o.Prefix+":") {
+	renewal := false
+	switch {
+	case req.TFAChallenge != "":
+		reason, ok := s.secondStep(w, userid, req.TFAChallenge, req.Password, now)
+		if !ok {
+			if reason != "" {
+				fail(reason)
+			}
+			return
+		}
+	case strings.HasPrefix(req.Password, s.o.Prefix+":"):
+		renewal = true
 		tu, issued, err := s.verify.VerifyUser(req.Password, s.o.Prefix, now)
 		if err != nil || tu != userid {
 			fail("invalid ticket")
@@ -193,14 +222,17 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 			fail("ticket was revoked")
 			return
 		}
-	} else if err := s.o.Realms.Check(userid, req.Password); err != nil {
-		if errors.Is(err, realm.ErrBadPassword) || errors.Is(err, realm.ErrNoRealm) {
-			fail("invalid credentials")
+	default:
+		if err := s.o.Realms.Check(userid, req.Password); err != nil {
+			if errors.Is(err, realm.ErrBadPassword) || errors.Is(err, realm.ErrNoRealm) {
+				fail("invalid credentials")
+				return
+			}
+			s.internal(w, err, "checking password")
 			return
 		}
-		s.internal(w, err, "checking password")
-		return
 	}
+	// After the credentials, so that an unknown user costs what a wrong password costs.
 	cfg, err := s.o.Users.Config()
 	if err != nil {
 		s.internal(w, err, "reading users")
@@ -209,6 +241,41 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	if err := cfg.Active(userid, now); err != nil {
 		fail("user account is disabled, expired or unknown")
 		return
+	}
+	if req.TFAChallenge == "" && !renewal {
+		challenge, err := s.o.TFA.Challenge(userid, now)
+		if errors.Is(err, tfa.ErrUnsupported) {
+			fail(err.Error())
+			return
+		}
+		if err != nil {
+			s.internal(w, err, "making tfa challenge")
+			return
+		}
+		if challenge != "" && req.OTP != "" {
+			// PVE's single call (go-proxmox's WithOTP): the code answers the challenge now.
+			if err := s.o.TFA.Verify(userid, challenge, "totp:"+req.OTP, now); err != nil {
+				if errors.Is(err, tfa.ErrFailed) || errors.Is(err, tfa.ErrLocked) || errors.Is(err, tfa.ErrInvalid) {
+					fail(err.Error())
+					return
+				}
+				s.internal(w, err, "verifying second factor")
+				return
+			}
+			challenge = ""
+		}
+		if challenge != "" {
+			stamp, err := s.o.Revocations.NotBefore(userid, now)
+			if err == nil {
+				var tk string
+				if tk, err = s.o.Signer.SignTFA(s.o.Prefix, userid, challenge, stamp); err == nil {
+					reply.Data(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": "invalid"})
+					return
+				}
+			}
+			s.internal(w, err, "signing tfa ticket")
+			return
+		}
 	}
 	tk, err := s.newTicket(userid, now)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"gatehouse/realm"
 	"gatehouse/revocation"
 	"gatehouse/shmem"
+	"gatehouse/tfa"
 	"gatehouse/ticket"
 	"gatehouse/tlscert"
 	"gatehouse/tokenshadow"
@@ -163,9 +164,13 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	if err != nil {
 		return fail(err)
 	}
+	tf, err := tfa.Open(tfa.Options{Path: d.TFA(), StateDir: d.TFAState(), LockPath: d.Lock("tfa"), Generations: gen, Log: log})
+	if err != nil {
+		return fail(err)
+	}
 	s, err := New(Options{
 		Prefix: prefix, Signer: signer, CSRF: csrf, Users: us, Tokens: tokens,
-		Realms: &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, Log: log,
+		Realms: &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, TFA: tf, Log: log,
 	})
 	if err != nil {
 		return fail(err)

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"gatehouse/authid"
 	"gatehouse/params"
 	"gatehouse/reply"
+	"gatehouse/tfa"
 	"gatehouse/tokenshadow"
 	"gatehouse/users"
 )
@@ -32,6 +34,9 @@ type userJSON struct {
 	Firstname string      `json:"firstname,omitempty"`
 	Lastname  string      `json:"lastname,omitempty"`
 	Tokens    []tokenJSON `json:"tokens,omitempty"`
+	// TFA lock state, as PBS lists it.
+	TOTPLocked     bool  `json:"totp-locked,omitempty"`
+	TFALockedUntil int64 `json:"tfa-locked-until,omitempty"`
 }
 
 type tokenJSON struct {
@@ -43,6 +48,12 @@ type tokenJSON struct {
 
 func showUser(u users.User) userJSON {
 	return userJSON{Userid: u.ID, Enable: u.Enable, Expire: u.Expire, Comment: u.Comment, Email: u.Email, Firstname: u.Firstname, Lastname: u.Lastname}
+}
+
+// lockState adds the user's TFA lock state from tc.
+func (j *userJSON) lockState(tc *tfa.Config, now time.Time) {
+	sum := tc.Summary(j.Userid, now)
+	j.TOTPLocked, j.TFALockedUntil = sum.TOTPLocked, sum.TFALockedUntil
 }
 
 func showToken(t users.Token) tokenJSON {
@@ -65,12 +76,19 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 		s.internal(w, err, "reading users")
 		return
 	}
+	tc, err := s.o.TFA.Config()
+	if err != nil {
+		s.internal(w, err, "reading tfa config")
+		return
+	}
+	now := s.o.Now()
 	out := []userJSON{}
 	for _, u := range cfg.Users() {
 		if !c.root() && u.ID != c.userid() {
 			continue
 		}
 		j := showUser(u)
+		j.lockState(tc, now)
 		if withTokens {
 			for _, t := range cfg.Tokens(u.ID) {
 				j.Tokens = append(j.Tokens, showToken(t))
@@ -190,7 +208,14 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Error(w, http.StatusNotFound, "no such user "+id)
 		return
 	}
-	reply.Data(w, showUser(u))
+	j := showUser(u)
+	tc, err := s.o.TFA.Config()
+	if err != nil {
+		s.internal(w, err, "reading tfa config")
+		return
+	}
+	j.lockState(tc, s.o.Now())
+	reply.Data(w, j)
 }
 
 func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
@@ -277,6 +302,9 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 		if a, _ := authid.ParseUserid(id); a.Realm == "pbs" {
 			err = s.o.Realms.Passwords.Delete(id)
 		}
+	}
+	if err == nil {
+		err = s.o.TFA.RemoveUser(id)
 	}
 	s.answerUpdate(w, err, "deleting user "+id)
 }

@@ -161,6 +161,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
 	mux.HandleFunc("DELETE /api2/json/access/ticket", s.authed(s.logout))
 	mux.HandleFunc("/api2/json/access/", s.authed(s.forward))
+	mux.HandleFunc("/api2/json/config/access/tfa/", s.authed(s.forward))
 	mux.HandleFunc("/api2/", func(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusNotImplemented, "no such API call")
 	})

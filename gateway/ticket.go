@@ -15,8 +15,9 @@ import (
 )
 
 // ticketParams are the parameters PBS's POST /access/ticket takes. path, privs and port ask
-// PBS for a permission check alongside the login; Gatehouse accepts and ignores them.
-var ticketParams = []string{"username", "password", "realm", "path", "privs", "port", "tfa-challenge", "http-only"}
+// PBS for a permission check alongside the login; Gatehouse accepts and ignores them. otp is
+// Proxmox VE's: a TOTP code sent with the password, answering the second step in one call.
+var ticketParams = []string{"username", "password", "realm", "path", "privs", "port", "tfa-challenge", "http-only", "otp"}
 
 // createTicket is POST /access/ticket: login with a password, renewal with a ticket as the
 // password, or the second TFA step. apid decides; proxyd validates, limits and logs.
@@ -52,6 +53,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _ := json.Marshal(map[string]string{
 		"username": p["username"], "password": p["password"], "realm": p["realm"], "tfa-challenge": p["tfa-challenge"],
+		"otp": p["otp"],
 	})
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://apid/api2/json/access/ticket", bytes.NewReader(body))
 	if err != nil {
@@ -96,7 +98,9 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		s.apidDown(w, r, errors.New("apid's ticket answer is not {\"data\": {...}}"))
 		return
 	}
-	if tk, _ := out.Data["ticket"].(string); httpOnly && tk != "" && out.Data["NeedTFA"] == nil {
+	// A half-authenticated ("!tfa!") ticket stays in the body, as PBS does: it is the
+	// tfa-challenge parameter of the second call, not a session.
+	if tk, _ := out.Data["ticket"].(string); httpOnly && tk != "" && !ticket.IsTFA(tk) {
 		http.SetCookie(w, s.ticketCookieFor(s.cookie, tk))
 		delete(out.Data, "ticket")
 		out.Data["ticket-info"] = ticket.Info(tk)

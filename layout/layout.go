@@ -8,6 +8,7 @@
 //	run dir (/run/gatehouse, 0755 root)
 //	  shmem/config-versions   0660 root:gatehouse (the ConfigVersionCache)
 //	  apid.sock               0660 root:gatehouse
+//	  tfa/<userid>.json       0600 root (pending WebAuthn challenges, failure counts; dir 0700)
 //	  lock files (.*.lck)     0600 root
 //
 // proxyd (user gatehouse) reads the 0640 files and cannot open the 0600 ones; a test checks it.
@@ -46,3 +47,4 @@ func (d Dirs) ShmemDir() string        { return d.r("shmem") }
 func (d Dirs) Generations() string     { return d.r("shmem/config-versions") }
 func (d Dirs) Socket() string          { return d.r("apid.sock") }
 func (d Dirs) Lock(name string) string { return d.r("." + name + ".lck") }
+func (d Dirs) TFAState() string        { return d.r("tfa") }

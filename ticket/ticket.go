@@ -204,6 +204,13 @@ func Info(ticket string) string {
 	return ticket[:len(p.text)+2]
 }
 
+// IsTFA reports whether ticket is well-formed and half-authenticated (data "!tfa!..."). It
+// does not verify the signature.
+func IsTFA(ticket string) bool {
+	p, err := parse(ticket)
+	return err == nil && strings.HasPrefix(p.data, tfaMarker)
+}
+
 // parsed is a ticket split into its fields; every string is a substring of the ticket or, for
 // percent-encoded fields, its decoding.
 type parsed struct {
