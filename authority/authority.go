@@ -199,6 +199,14 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	renewal := false
 	switch {
 	case req.TFAChallenge != "":
+		// The account first, so that a disabled user's code is not spent on a failing login.
+		if cfg, err := s.o.Users.Config(); err != nil {
+			s.internal(w, err, "reading users")
+			return
+		} else if err := cfg.Active(userid, now); err != nil {
+			fail("user account is disabled, expired or unknown")
+			return
+		}
 		reason, ok := s.secondStep(w, userid, req.TFAChallenge, req.Password, now)
 		if !ok {
 			if reason != "" {

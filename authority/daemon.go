@@ -65,7 +65,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
+	// Main returns only once Shutdown has drained the handlers (or given up after 5 s), so that
+	// the deferred closes (the shared-memory mapping above all) never pull memory from under a
+	// running request.
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -75,6 +80,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving %s: %w", d.Socket(), err)
 	}
+	<-drained
 	return nil
 }
 

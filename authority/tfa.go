@@ -325,7 +325,7 @@ func (s *Server) setWebauthnConfig(w http.ResponseWriter, r *http.Request, c who
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
-	p, err := readParams(w, r, "rp", "origin", "id", "allow-subdomains", "digest", "delete")
+	p, err := readParams(w, r, "rp", "origin", "id", "allow-subdomains")
 	if err != nil {
 		reply.Invalid(w, err)
 		return

@@ -118,7 +118,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Main returns only once Shutdown has drained the handlers (or given up after 5 s), so that
+	// the deferred closes (the shared-memory mapping above all) never pull memory from under a
+	// running request.
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -128,5 +133,6 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving %s: %w", *listen, err)
 	}
+	<-drained
 	return nil
 }

@@ -32,10 +32,10 @@ type Config struct {
 // WebauthnConfig is the relying party: PBS's "webauthn" section, set with
 // PUT /config/access/tfa/webauthn. Without it WebAuthn cannot be registered nor used.
 type WebauthnConfig struct {
-	RP              string `json:"rp"`               // relying party name, shown by the browser
-	Origin          string `json:"origin,omitempty"` // e.g. "https://gate.example.com:8007"; required here
-	ID              string `json:"id"`               // relying party id: the host name, e.g. "gate.example.com"
-	AllowSubdomains *bool  `json:"allow-subdomains,omitempty"`
+	RP              string `json:"rp"`                         // relying party name, shown by the browser
+	Origin          string `json:"origin,omitempty"`           // e.g. "https://gate.example.com:8007"; required here
+	ID              string `json:"id"`                         // relying party id: the host name, e.g. "gate.example.com"
+	AllowSubdomains *bool  `json:"allow-subdomains,omitempty"` // kept; Gatehouse accepts the origin alone
 }
 
 // UserData is one user's second factors and lock state (proxmox-tfa's TfaUserData).
