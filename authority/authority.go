@@ -196,15 +196,23 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		fail("invalid user name")
 		return
 	}
+	active := func() bool {
+		cfg, err := s.o.Users.Config()
+		if err != nil {
+			s.internal(w, err, "reading users")
+			return false
+		}
+		if err := cfg.Active(userid, now); err != nil {
+			fail("user account is disabled, expired or unknown")
+			return false
+		}
+		return true
+	}
 	renewal := false
 	switch {
 	case req.TFAChallenge != "":
 		// The account first, so that a disabled user's code is not spent on a failing login.
-		if cfg, err := s.o.Users.Config(); err != nil {
-			s.internal(w, err, "reading users")
-			return
-		} else if err := cfg.Active(userid, now); err != nil {
-			fail("user account is disabled, expired or unknown")
+		if !active() {
 			return
 		}
 		reason, ok := s.secondStep(w, userid, req.TFAChallenge, req.Password, now)
@@ -241,13 +249,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// After the credentials, so that an unknown user costs what a wrong password costs.
-	cfg, err := s.o.Users.Config()
-	if err != nil {
-		s.internal(w, err, "reading users")
-		return
-	}
-	if err := cfg.Active(userid, now); err != nil {
-		fail("user account is disabled, expired or unknown")
+	if req.TFAChallenge == "" && !active() {
 		return
 	}
 	if req.TFAChallenge == "" && !renewal {
@@ -262,12 +264,10 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		}
 		if challenge != "" && req.OTP != "" {
 			// PVE's single call (go-proxmox's WithOTP): the code answers the challenge now.
-			if err := s.o.TFA.Verify(userid, challenge, "totp:"+req.OTP, now); err != nil {
-				if errors.Is(err, tfa.ErrFailed) || errors.Is(err, tfa.ErrLocked) || errors.Is(err, tfa.ErrInvalid) {
-					fail(err.Error())
-					return
+			if reason, ok := s.verifyFactor(w, userid, challenge, "totp:"+req.OTP, now); !ok {
+				if reason != "" {
+					fail(reason)
 				}
-				s.internal(w, err, "verifying second factor")
 				return
 			}
 			challenge = ""

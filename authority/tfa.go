@@ -375,6 +375,12 @@ func (s *Server) secondStep(w http.ResponseWriter, userid, tfaTicket, answer str
 	if revoked {
 		return "tfa challenge ticket was revoked", false
 	}
+	return s.verifyFactor(w, userid, challenge, answer, now)
+}
+
+// verifyFactor checks answer against challenge: it returns the failure reason for the auth
+// log, or "" with false when it has answered an internal error, or true.
+func (s *Server) verifyFactor(w http.ResponseWriter, userid, challenge, answer string, now time.Time) (reason string, ok bool) {
 	if err := s.o.TFA.Verify(userid, challenge, answer, now); err != nil {
 		if errors.Is(err, tfa.ErrFailed) || errors.Is(err, tfa.ErrLocked) || errors.Is(err, tfa.ErrInvalid) {
 			return err.Error(), false
