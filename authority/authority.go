@@ -44,6 +44,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"gatehouse/authid"
@@ -52,6 +53,7 @@ import (
 	"gatehouse/realm"
 	"gatehouse/reply"
 	"gatehouse/revocation"
+	"gatehouse/shmem"
 	"gatehouse/tfa"
 	"gatehouse/ticket"
 	"gatehouse/tokenshadow"
@@ -61,11 +63,14 @@ import (
 // Superuser is the user who manages everyone.
 const Superuser = "root@pam"
 
-// Options configure a Server. Every field is required except Log and Now.
+// Options configure a Server. Every field is required except KeyFiles, Generations, Log and
+// Now; without KeyFiles and Generations, key rotation and Reload are refused.
 type Options struct {
 	Prefix      string // ticket prefix; default "PBS"
 	Signer      *ticket.Signer
 	CSRF        *ticket.CSRFKey
+	KeyFiles    KeyFiles     // where Signer and CSRF came from, for rotation and Reload
+	Generations *shmem.Cache // the shared counters: status, and the keys bump after a rotation
 	Users       *users.Store
 	Tokens      *tokenshadow.Store
 	Realms      *realm.Realms
@@ -77,9 +82,12 @@ type Options struct {
 
 // Server is the apid handler.
 type Server struct {
-	o      Options
-	verify *ticket.Verifier
-	mux    *http.ServeMux
+	o       Options
+	started time.Time
+	mux     *http.ServeMux
+
+	keyMu sync.RWMutex // held for reading while signing, for writing while keys change
+	keys  keySet
 }
 
 // New checks o and returns a Server.
@@ -96,7 +104,7 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{o: o, verify: o.Signer.Public()}
+	s := &Server{o: o, started: time.Now(), keys: keySet{signer: o.Signer, csrf: o.CSRF}}
 	m := http.NewServeMux()
 	m.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
 	m.HandleFunc("DELETE /api2/json/access/ticket", s.caller(s.logout))
@@ -120,6 +128,8 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("DELETE /api2/json/access/tfa/{userid}/{id}", s.caller(s.deleteTFA))
 	m.HandleFunc("GET /api2/json/config/access/tfa/webauthn", s.caller(s.getWebauthnConfig))
 	m.HandleFunc("PUT /api2/json/config/access/tfa/webauthn", s.caller(s.setWebauthnConfig))
+	m.HandleFunc("GET /api2/json/status", s.caller(s.status))
+	m.HandleFunc("POST /api2/json/keys/rotate", s.caller(s.rotateKeys))
 	s.mux = m
 	return s, nil
 }
@@ -224,7 +234,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(req.Password, s.o.Prefix+":"):
 		renewal = true
-		tu, issued, err := s.verify.VerifyUser(req.Password, s.o.Prefix, now)
+		tu, issued, err := s.verifier().VerifyUser(req.Password, s.o.Prefix, now)
 		if err != nil || tu != userid {
 			fail("invalid ticket")
 			return
@@ -276,7 +286,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 			stamp, err := s.o.Revocations.NotBefore(userid, now)
 			if err == nil {
 				var tk string
-				if tk, err = s.o.Signer.SignTFA(s.o.Prefix, userid, challenge, stamp); err == nil {
+				if tk, err = s.signTFA(userid, challenge, stamp); err == nil {
 					reply.Data(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": "invalid"})
 					return
 				}
@@ -290,7 +300,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err, "signing ticket")
 		return
 	}
-	reply.Data(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": s.o.CSRF.Token(userid, now)})
+	reply.Data(w, map[string]any{"username": userid, "ticket": tk, "CSRFPreventionToken": s.csrfToken(userid, now)})
 }
 
 // newTicket signs a full ticket for userid, stamped after any revocation.
@@ -299,7 +309,9 @@ func (s *Server) newTicket(userid string, now time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return s.o.Signer.SignUser(s.o.Prefix, userid, stamp)
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
+	return s.keys.signer.SignUser(s.o.Prefix, userid, stamp)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, c who) {

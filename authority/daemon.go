@@ -143,7 +143,13 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	} else if made {
 		log.Info("made self-signed TLS certificate", "path", d.ProxyCert())
 	}
-	signer, err := ticket.LoadSigner(d.AuthKey())
+	if repaired, err := ticket.EnsurePublic(d.AuthKey(), d.AuthPub(), gid); err != nil {
+		return fail(err)
+	} else if repaired {
+		gen.Bump(shmem.Keys)
+		log.Warn("rewrote the public key to match the signing key", "path", d.AuthPub())
+	}
+	signer, err := ticket.LoadSignerRing(d.AuthKey(), d.AuthRetired(), time.Now())
 	if err != nil {
 		return fail(err)
 	}
@@ -175,8 +181,9 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 		return fail(err)
 	}
 	s, err := New(Options{
-		Prefix: prefix, Signer: signer, CSRF: csrf, Users: us, Tokens: tokens,
-		Realms: &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, TFA: tf, Log: log,
+		Prefix: prefix, Signer: signer, CSRF: csrf, Users: us, Tokens: tokens, Generations: gen,
+		KeyFiles: KeyFiles{Key: d.AuthKey(), Pub: d.AuthPub(), Retired: d.AuthRetired(), CSRF: d.CSRFKey(), GID: gid},
+		Realms:   &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, TFA: tf, Log: log,
 	})
 	if err != nil {
 		return fail(err)

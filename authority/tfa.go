@@ -363,7 +363,7 @@ func (s *Server) setWebauthnConfig(w http.ResponseWriter, r *http.Request, c who
 // call, answer the password parameter ("totp:123456", ...). It returns the failure reason
 // for the auth log, or "" when the user passed.
 func (s *Server) secondStep(w http.ResponseWriter, userid, tfaTicket, answer string, now time.Time) (reason string, ok bool) {
-	challenge, issued, err := s.verify.VerifyTFA(tfaTicket, s.o.Prefix, userid, now)
+	challenge, issued, err := s.verifier().VerifyTFA(tfaTicket, s.o.Prefix, userid, now)
 	if err != nil {
 		return "invalid tfa challenge ticket", false
 	}

@@ -58,7 +58,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w (has apid started?)", err)
 	}
 	defer gen.Close()
-	verifier, err := ticket.LoadVerifier(d.AuthPub())
+	verifier, err := ticket.LoadKeyRing(d.AuthPub(), d.AuthRetired(), time.Now())
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		Revocations: rev, Generations: gen, Guard: guard, Trusted: tp, ApidSocket: d.Socket(), Upstream: up,
 		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log,
 		LoadKeys: func() (*ticket.Verifier, *ticket.CSRFKey, error) {
-			v, err := ticket.LoadVerifier(d.AuthPub())
+			v, err := ticket.LoadKeyRing(d.AuthPub(), d.AuthRetired(), time.Now())
 			if err != nil {
 				return nil, nil, err
 			}

@@ -2,7 +2,8 @@
 // gatectl take (--config-dir, --run-dir), with their owners and modes (DESIGN.md, Files).
 //
 //	config dir (/etc/gatehouse, 0755 root)
-//	  user.cfg token.shadow authkey.pub csrf.key proxy.key revocations.json   0640 root:gatehouse
+//	  user.cfg token.shadow authkey.pub authkey.retired csrf.key proxy.key
+//	  revocations.json                                                         0640 root:gatehouse
 //	  proxy.pem                                                                0644 root
 //	  authkey.key shadow.json tfa.json                                         0600 root
 //	run dir (/run/gatehouse, 0755 root)
@@ -37,6 +38,7 @@ func (d Dirs) Shadow() string      { return d.c("shadow.json") }
 func (d Dirs) TFA() string         { return d.c("tfa.json") }
 func (d Dirs) AuthKey() string     { return d.c("authkey.key") }
 func (d Dirs) AuthPub() string     { return d.c("authkey.pub") }
+func (d Dirs) AuthRetired() string { return d.c("authkey.retired") }
 func (d Dirs) CSRFKey() string     { return d.c("csrf.key") }
 func (d Dirs) ProxyKey() string    { return d.c("proxy.key") }
 func (d Dirs) ProxyCert() string   { return d.c("proxy.pem") }

@@ -95,6 +95,11 @@ func csrfData(t int64, userid string) []byte {
 	return []byte(b.String())
 }
 
+// Equal reports, in constant time, whether k and o hold the same key.
+func (k *CSRFKey) Equal(o *CSRFKey) bool {
+	return o != nil && hmac.Equal(k.key, o.key)
+}
+
 // mac returns HMAC-SHA3-256(key, data).
 func (k *CSRFKey) mac(data []byte) []byte {
 	m := hmac.New(newSHA3, k.key)

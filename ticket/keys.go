@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -57,6 +58,10 @@ type Verifier struct {
 	ec     *ecdsa.PublicKey
 	sigLen int    // usual signature length in bytes, to size buffers
 	alg    string // "Ed25519", "RSA-4096", "ECDSA-P256"
+	fp     string // "SHA256:<unpadded base64 of SHA-256(SPKI DER)>"
+	// retired are earlier keys (after a rotation) that still verify the tickets they signed;
+	// see Retire.
+	retired []RetiredKey
 }
 
 // Public returns the Verifier for s's public key.
@@ -64,6 +69,10 @@ func (s *Signer) Public() *Verifier { return s.pub }
 
 // Algorithm names the key type, e.g. "Ed25519", "RSA-4096" or "ECDSA-P256".
 func (v *Verifier) Algorithm() string { return v.alg }
+
+// Fingerprint is "SHA256:" and the unpadded standard base64 of the SHA-256 of the public key's
+// SPKI DER encoding (the form ssh-keygen -l uses).
+func (v *Verifier) Fingerprint() string { return v.fp }
 
 // sign signs msg: Ed25519 pure, RSA PKCS #1 v1.5 over SHA-256, ECDSA over SHA-256 (DER), which
 // is what openssl's Signer does for proxmox-auth-api (src/auth_key.rs: new_without_digest for
@@ -358,8 +367,23 @@ func ParseVerifier(data []byte) (*Verifier, error) {
 	return newVerifier(key)
 }
 
-// newVerifier checks a public key and wraps it.
+// newVerifier checks a public key and wraps it, with its fingerprint.
 func newVerifier(key any) (*Verifier, error) {
+	v, err := checkPublic(key)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKIXPublicKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encoding public key: %w: %w", ErrBadKey, err)
+	}
+	sum := sha256.Sum256(der)
+	v.fp = "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
+	return v, nil
+}
+
+// checkPublic checks a public key and wraps it.
+func checkPublic(key any) (*Verifier, error) {
 	switch k := key.(type) {
 	case ed25519.PublicKey:
 		if len(k) != ed25519.PublicKeySize {

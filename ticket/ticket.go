@@ -57,6 +57,13 @@
 // public key file that group or others may write (mode & 0022). Key files are regular files of
 // at most 64 KiB.
 //
+// RotateKeys replaces the pair with a new Ed25519 one and keeps the old public key in
+// authkey.retired (0640), so that tickets it signed stay valid until they expire (2 h): a
+// retired key verifies only tickets issued no later than its retirement, at most
+// MaxRetiredKeys (8) are kept, and authkey.pub still holds exactly one key, as PBS has it.
+// LoadKeyRing and LoadSignerRing load a key with its live retired keys; EnsurePublic repairs an
+// authkey.pub that does not match authkey.key (a crash in the middle of a rotation).
+//
 // # CSRF prevention tokens
 //
 //	<HEXTIME>:<base64(HMAC-SHA3-256(key, "<HEXTIME>:<userid>:"))>
@@ -323,7 +330,7 @@ func (v *Verifier) verifyParsed(p *parsed, prefix, aad string, lifetime, maxFutu
 	if p.prefix != prefix {
 		return fmt.Errorf("verifying ticket: want prefix %q: %w", prefix, ErrPrefix)
 	}
-	if err := v.verifySig(p.text, aad, p.sig); err != nil {
+	if err := v.verifyAny(p, aad); err != nil {
 		return fmt.Errorf("verifying ticket: %w", err)
 	}
 	return checkWindow("verifying ticket", p.issued, lifetime, maxFuture, now)

@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"gatehouse/ticket"
+)
+
+type keyInfo struct {
+	Algorithm   string `json:"algorithm"`
+	Fingerprint string `json:"fingerprint"`
+	Previous    []struct {
+		Fingerprint string `json:"fingerprint"`
+		ValidUntil  int64  `json:"valid-until"`
+	} `json:"previous"`
+}
+
+type apidStatus struct {
+	Version     string            `json:"version"`
+	PID         int               `json:"pid"`
+	Started     int64             `json:"started"`
+	Uptime      int64             `json:"uptime"`
+	Generations map[string]uint64 `json:"generations"`
+	Key         keyInfo           `json:"key"`
+}
+
+// TestKeyRotation rotates the signing key through apid's API: tickets signed before keep
+// working in proxyd and for renewal until they expire, new tickets use the new key, and the
+// old private key can no longer mint tickets that proxyd accepts.
+func TestKeyRotation(t *testing.T) {
+	st := start(t, options{})
+	st.addUser(t, "rita@pbs", "rita-pass-1")
+	before := st.login(t, "rita@pbs", "rita-pass-1")
+	oldSigner, err := ticket.LoadSigner(st.dirs.AuthKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s0 apidStatus
+	a := st.admin(t, call{method: "GET", path: "/status"})
+	if a.status != 200 {
+		t.Fatalf("GET /status = %d %s", a.status, a.message)
+	}
+	a.decode(t, &s0)
+	if s0.PID <= 0 || s0.Key.Algorithm != "Ed25519" || s0.Key.Fingerprint != oldSigner.Public().Fingerprint() || len(s0.Generations) != 4 {
+		t.Fatalf("status before the rotation: %+v", s0)
+	}
+
+	a = st.admin(t, call{method: "POST", path: "/keys/rotate"})
+	if a.status != 200 {
+		t.Fatalf("POST /keys/rotate = %d %s", a.status, a.message)
+	}
+	var k keyInfo
+	a.decode(t, &k)
+	now := time.Now()
+	if k.Fingerprint == s0.Key.Fingerprint || len(k.Previous) != 1 || k.Previous[0].Fingerprint != s0.Key.Fingerprint {
+		t.Fatalf("rotation answered %+v; want a new key and the old one as previous", k)
+	}
+	if until := time.Unix(k.Previous[0].ValidUntil, 0); until.Before(now.Add(ticket.FullLifetime-time.Minute)) || until.After(now.Add(ticket.FullLifetime+time.Minute)) {
+		t.Errorf("old key valid until %v; want about now + 2 h", until)
+	}
+	var s1 apidStatus
+	st.admin(t, call{method: "GET", path: "/status"}).decode(t, &s1)
+	if s1.Generations["keys"] != s0.Generations["keys"]+1 || s1.Key.Fingerprint != k.Fingerprint {
+		t.Errorf("status after the rotation: keys generation %d (before %d), key %s; want +1 and %s",
+			s1.Generations["keys"], s0.Generations["keys"], s1.Key.Fingerprint, k.Fingerprint)
+	}
+	if fi, err := os.Stat(st.dirs.AuthRetired()); err != nil || fi.Mode().Perm() != ticket.PubFileMode {
+		t.Errorf("authkey.retired: %v; want mode %#o", err, ticket.PubFileMode)
+	}
+
+	get := func(tk string) int {
+		t.Helper()
+		return st.do(t, call{method: "GET", path: "/version", header: http.Header{"Cookie": {"PBSAuthCookie=" + tk}}}).status
+	}
+	if got := get(before.ticket); got != 200 {
+		t.Errorf("ticket from before the rotation = %d; want 200 until it expires", got)
+	}
+	after := st.login(t, "rita@pbs", "rita-pass-1")
+	if got := get(after.ticket); got != 200 {
+		t.Errorf("ticket from after the rotation = %d; want 200", got)
+	}
+	newPub, err := ticket.LoadVerifier(st.dirs.AuthPub())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := newPub.VerifyUser(after.ticket, "PBS", time.Now()); err != nil {
+		t.Errorf("a new login is not signed by the new key: %v", err)
+	}
+	for name, tk := range map[string]string{"old": before.ticket, "new": after.ticket} {
+		a := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"rita@pbs"}, "password": {tk}}})
+		if a.status != 200 {
+			t.Errorf("renewing the %s key's ticket = %d; want 200", name, a.status)
+		}
+	}
+	// The old private key, stolen, cannot make new tickets.
+	forged, err := oldSigner.SignUser("PBS", "rita@pbs", time.Now().Add(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(forged); got != 401 {
+		t.Errorf("ticket signed by the retired key after the rotation = %d; want 401", got)
+	}
+	// proxyd does not offer the call.
+	if a := st.do(t, call{method: "POST", path: "/keys/rotate", header: after.header(true)}); a.status == 200 {
+		t.Errorf("POST /keys/rotate through proxyd = %d; want a refusal", a.status)
+	}
+}
