@@ -13,7 +13,7 @@ DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/secur
 # Every fuzz target: package and function.
 FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
-	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired \
+	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"gatehouse/apidclient"
+	"gatehouse/shmem"
+)
+
+// DefaultProxyURL is where status probes proxyd.
+const DefaultProxyURL = "https://127.0.0.1:8007"
+
+// probeTimeout bounds the probe of proxyd.
+const probeTimeout = 5 * time.Second
+
+// generationNames are the shmem counters by the names apid's status uses.
+var generationNames = [...]struct {
+	name    string
+	counter shmem.Counter
+}{{"user", shmem.User}, {"token-shadow", shmem.TokenShadow}, {"tfa", shmem.TFA}, {"keys", shmem.Keys}}
+
+// statusReport is what status prints; in JSON, as is.
+type statusReport struct {
+	Apid        apidStatus   `json:"apid"`
+	Proxyd      proxydStatus `json:"proxyd"`
+	Generations genStatus    `json:"generations"`
+}
+
+type apidStatus struct {
+	Up     bool   `json:"up"`
+	Socket string `json:"socket"`
+	Error  string `json:"error,omitempty"`
+	// apid's own answer (GET /status): version, pid, started, uptime, generations, key.
+	Status json.RawMessage `json:"status,omitempty"`
+}
+
+type proxydStatus struct {
+	Up    bool   `json:"up"`
+	URL   string `json:"url"`
+	Error string `json:"error,omitempty"`
+}
+
+// genStatus are the counters as read from the shared-memory file.
+type genStatus struct {
+	Path   string            `json:"path"`
+	Values map[string]uint64 `json:"values,omitempty"`
+	Error  string            `json:"error,omitempty"`
+}
+
+// apidStatusJSON is the part of apid's GET /status that text output shows.
+type apidStatusJSON struct {
+	Version     string            `json:"version"`
+	PID         int               `json:"pid"`
+	Started     int64             `json:"started"`
+	Uptime      int64             `json:"uptime"`
+	Generations map[string]uint64 `json:"generations"`
+	Key         rotateJSON        `json:"key"`
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	a.proxyURL = DefaultProxyURL
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether apid and proxyd are up, and the generation counters",
+		Long: `Show apid's status (GET /status: version, pid, uptime, signing key), whether proxyd
+answers GET /api2/json/ping at --proxy-url (trusting <config-dir>/proxy.pem), and the generation
+counters read straight from <run-dir>/shmem/config-versions (which works with apid down).
+
+Exit code 0 when apid answers, 3 when it is unreachable (the rest is still printed). proxyd
+being down does not change the exit code: it shows as "down" (JSON: .proxyd.up is false).`,
+		Args: argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, apidErr := a.status(cmd.Context())
+			p := a.printer()
+			var err error
+			if p.text() {
+				err = p.statusText(r)
+			} else {
+				err = p.json(r)
+			}
+			if apidErr != nil {
+				return fmt.Errorf("status: %w", apidErr)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&a.proxyURL, "proxy-url", DefaultProxyURL, "proxyd's base URL to probe")
+	return cmd
+}
+
+// status gathers the report; the error is apid's, for the exit code.
+func (a *app) status(ctx context.Context) (statusReport, error) {
+	r := statusReport{
+		Apid:        apidStatus{Socket: a.dirs.Socket()},
+		Proxyd:      proxydStatus{URL: strings.TrimSuffix(a.proxyURL, "/")},
+		Generations: genStatus{Path: a.dirs.Generations()},
+	}
+	if vals, err := readGenerations(a.dirs.Generations()); err != nil {
+		r.Generations.Error = err.Error()
+	} else {
+		r.Generations.Values = vals
+	}
+	if err := a.probeProxyd(ctx, r.Proxyd.URL); err != nil {
+		r.Proxyd.Error = err.Error()
+	} else {
+		r.Proxyd.Up = true
+	}
+	var raw json.RawMessage
+	err := a.client().Call(ctx, http.MethodGet, "status", nil, &raw)
+	if err != nil {
+		r.Apid.Error = err.Error()
+	} else {
+		r.Apid.Status = raw
+	}
+	r.Apid.Up = !errors.Is(err, apidclient.ErrUnreachable)
+	return r, err
+}
+
+// readGenerations loads every counter once from the generation file.
+func readGenerations(path string) (map[string]uint64, error) {
+	c, err := shmem.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	out := map[string]uint64{}
+	for _, g := range generationNames {
+		out[g.name] = c.Load(g.counter)
+	}
+	return out, nil
+}
+
+// probeProxyd asks proxyd's public ping, trusting the config dir's proxy.pem.
+func (a *app) probeProxyd(ctx context.Context, base string) error {
+	pool := x509.NewCertPool()
+	if pem, err := os.ReadFile(a.dirs.ProxyCert()); err != nil {
+		return fmt.Errorf("reading proxyd's certificate: %w", err)
+	} else if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("reading proxyd's certificate %s: no PEM certificate", a.dirs.ProxyCert())
+	}
+	hc := &http.Client{Timeout: probeTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api2/json/ping", nil)
+	if err != nil {
+		return fmt.Errorf("probing proxyd: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Data struct {
+			Pong bool `json:"pong"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /api2/json/ping answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 64<<10)).Decode(&ans); err != nil || !ans.Data.Pong {
+		return errors.New("GET /api2/json/ping answered without pong")
+	}
+	return nil
+}
+
+func (p printer) statusText(r statusReport) error {
+	var fs []field
+	switch {
+	case r.Apid.Status != nil:
+		var s apidStatusJSON
+		if err := json.Unmarshal(r.Apid.Status, &s); err != nil {
+			return fmt.Errorf("reading apid's status: %w", err)
+		}
+		up := (time.Duration(s.Uptime) * time.Second).String()
+		fs = append(fs, field{"apid", fmt.Sprintf("up, pid %d, version %s, up %s (since %s)", s.PID, s.Version, up, p.when(s.Started))})
+		if s.Key.Fingerprint != "" {
+			fs = append(fs, field{"signing key", s.Key.Algorithm + " " + s.Key.Fingerprint})
+		}
+		for _, old := range s.Key.Previous {
+			fs = append(fs, field{"previous key", old.Fingerprint + ", its tickets valid until " + p.when(old.ValidUntil)})
+		}
+	case r.Apid.Up:
+		fs = append(fs, field{"apid", "up, but status failed: " + r.Apid.Error})
+	default:
+		fs = append(fs, field{"apid", "down: " + r.Apid.Error})
+	}
+	if r.Proxyd.Up {
+		fs = append(fs, field{"proxyd", "up (" + r.Proxyd.URL + ")"})
+	} else {
+		fs = append(fs, field{"proxyd", "down (" + r.Proxyd.URL + "): " + r.Proxyd.Error})
+	}
+	if r.Generations.Error != "" {
+		fs = append(fs, field{"generations", "unreadable: " + r.Generations.Error})
+	} else {
+		var parts []string
+		for _, g := range generationNames {
+			parts = append(parts, fmt.Sprintf("%s %d", g.name, r.Generations.Values[g.name]))
+		}
+		fs = append(fs, field{"generations", strings.Join(parts, ", ")})
+	}
+	return p.fields(fs)
+}
+
+// rotateJSON is apid's answer to POST /keys/rotate.
+type rotateJSON struct {
+	Algorithm   string `json:"algorithm"`
+	Fingerprint string `json:"fingerprint"`
+	Previous    []struct {
+		Fingerprint string `json:"fingerprint"`
+		ValidUntil  int64  `json:"valid-until"`
+	} `json:"previous"`
+}
+
+func (a *app) keyCommand() *cobra.Command {
+	cmd := group("key", "Manage the ticket signing key")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new ticket signing key; tickets of the old one stay valid until they expire",
+		Long: `Make a new ticket signing key (POST /keys/rotate). New tickets are signed with it at once;
+tickets signed with the previous key stay valid until they expire (printed).`,
+		Args: argsNamed(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var raw json.RawMessage
+			if err := a.client().Call(cmd.Context(), http.MethodPost, "keys/rotate", nil, &raw); err != nil {
+				return fmt.Errorf("rotating the signing key: %w", err)
+			}
+			p := a.printer()
+			return show(p, raw, func(r rotateJSON) error {
+				fs := []field{{"algorithm", r.Algorithm}, {"fingerprint", r.Fingerprint}}
+				for _, old := range r.Previous {
+					fs = append(fs, field{"previous", old.Fingerprint + ", its tickets valid until " + p.when(old.ValidUntil)})
+				}
+				return p.fields(fs)
+			})
+		},
+	})
+	return cmd
+}
