@@ -7,18 +7,18 @@ FUZZTIME ?= 30s
 SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
-# PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois) and oathtool are
-# real peers.
-DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc
+# PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
+# (the demo's printed commands) are real peers.
+DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl
 # Every fuzz target: package and function.
-FUZZ_TARGETS := ./authid:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
+FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge
 
-.PHONY: all build run test check deps fuzz fuzz-smoke bench clean
+.PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -26,9 +26,16 @@ build: deps
 	$(GO) build ./...
 	$(GO) vet ./...
 
-# Until the daemons exist, `make run` runs the benchmark harness (short form).
-run: build
-	$(GO) run ./bench -benchtime 300ms -sizes 10,1000,100000
+# `make run`: builds the daemons into demo/bin and runs them in ./demo with a bootstrap admin
+# (package demostack); proxyd on 127.0.0.1:$(DEMO_PORT). Ctrl-C stops both. `make run-reset`
+# removes ./demo (the admin, its password and every key) to start over.
+DEMO_PORT ?= 8007
+run: deps
+	$(GO) build -o demo/bin/ ./cmd/apid ./cmd/proxyd ./cmd/gatehouse-demo $(if $(wildcard cmd/gatectl),./cmd/gatectl)
+	demo/bin/gatehouse-demo --dir demo --port $(DEMO_PORT)
+
+run-reset:
+	rm -rf demo
 
 # Installs what the tests need (as root, or through sudo), then runs everything:
 # formatting, vet, staticcheck, all tests with -race and -shuffle, and a short fuzz pass.

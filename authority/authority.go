@@ -10,11 +10,23 @@
 //
 // # Permissions (minimal, as PBS's defaults)
 //
-//   - root@pam manages every user, token and password.
+//   - An administrator manages every user, token, password (of the pbs realm), second factor
+//     and the ACL. Administrators are root@pam and every user or token holding role Admin on
+//     "/" with propagate 1 in acl.cfg (package acl), checked on each request through the
+//     cached parse (one generation load and a map lookup while nothing changed), so a grant
+//     or a removal takes effect at the next request. A token is an administrator only through
+//     its own entry: its user's Admin does not pass to it (PBS's privilege separation).
 //   - A user reads and updates their own entry (comment, email, names), changes their own
-//     password and manages their own tokens; only root@pam creates, enables or deletes users.
-//   - An API token acts as its user but may not change passwords nor manage tokens, so a leaked
-//     token cannot mint more.
+//     password and manages their own tokens; only administrators create, enable or delete users.
+//   - An API token acts as its user (or as an administrator, with its own Admin entry) but never
+//     changes passwords nor manages tokens or second factors, so a leaked token cannot mint more.
+//   - Deleting a user removes their ACL entries and their tokens'; deleting a token, its own.
+//
+// # ACL (acl.go)
+//
+//	GET /access/acl [path, exact]   administrators: [{path, ugid, ugid_type, roleid, propagate}]
+//	PUT /access/acl                 administrators: path, role, auth-id or group, propagate
+//	                                (default 1), delete (PBS: groups are not supported yet)
 //
 // # Tickets
 //
@@ -47,6 +59,7 @@ import (
 	"sync"
 	"time"
 
+	"gatehouse/acl"
 	"gatehouse/authid"
 	"gatehouse/forward"
 	"gatehouse/peercred"
@@ -76,6 +89,7 @@ type Options struct {
 	Realms      *realm.Realms
 	Revocations *revocation.Store
 	TFA         *tfa.Manager
+	ACL         *acl.Store
 	Log         *slog.Logger
 	Now         func() time.Time
 }
@@ -92,7 +106,7 @@ type Server struct {
 
 // New checks o and returns a Server.
 func New(o Options) (*Server, error) {
-	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil || o.TFA == nil {
+	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil || o.TFA == nil || o.ACL == nil {
 		return nil, errors.New("creating apid handler: a required option is missing")
 	}
 	if o.Prefix == "" {
@@ -126,6 +140,8 @@ func New(o Options) (*Server, error) {
 	m.HandleFunc("GET /api2/json/access/tfa/{userid}/{id}", s.caller(s.getTFA))
 	m.HandleFunc("PUT /api2/json/access/tfa/{userid}/{id}", s.caller(s.updateTFA))
 	m.HandleFunc("DELETE /api2/json/access/tfa/{userid}/{id}", s.caller(s.deleteTFA))
+	m.HandleFunc("GET /api2/json/access/acl", s.caller(s.readACL))
+	m.HandleFunc("PUT /api2/json/access/acl", s.caller(s.updateACL))
 	m.HandleFunc("GET /api2/json/config/access/tfa/webauthn", s.caller(s.getWebauthnConfig))
 	m.HandleFunc("PUT /api2/json/config/access/tfa/webauthn", s.caller(s.setWebauthnConfig))
 	m.HandleFunc("GET /api2/json/status", s.caller(s.status))
@@ -140,14 +156,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 type who struct {
 	authid  authid.Authid
 	session string // cookie name when the caller came with a ticket
+	admin   bool   // root@pam, or Admin on "/" with propagate 1 in acl.cfg
 }
 
 func (c who) userid() string { return c.authid.Userid() }
-func (c who) root() bool     { return !c.authid.IsToken() && c.userid() == Superuser }
 
-// may reports whether c may act on target's own things (entry, password, tokens).
+// rootPam reports whether c is root@pam itself (not one of its tokens).
+func (c who) rootPam() bool { return !c.authid.IsToken() && c.userid() == Superuser }
+
+// superuser reports whether c is an administrator: it may do everything root@pam may.
+func (c who) superuser() bool { return c.admin }
+
+// may reports whether c may change target's password or second factors: never a token.
 func (c who) may(target string) bool {
-	return c.root() || (c.userid() == target && !c.authid.IsToken())
+	return !c.authid.IsToken() && (c.superuser() || c.userid() == target)
 }
 
 // caller resolves the identity proxyd forwarded, or root@pam for a root peer without one.
@@ -171,7 +193,15 @@ func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.Ha
 			reply.Error(w, http.StatusBadRequest, "bad caller identity")
 			return
 		}
-		h(w, r, who{authid: a, session: r.Header.Get(forward.Session)})
+		c := who{authid: a, session: r.Header.Get(forward.Session)}
+		c.admin = c.rootPam()
+		if !c.admin {
+			if c.admin, err = s.o.ACL.Admin(a.String()); err != nil {
+				s.internal(w, err, "reading acl")
+				return
+			}
+		}
+		h(w, r, c)
 	}
 }
 

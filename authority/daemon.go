@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"gatehouse/acl"
 	"gatehouse/layout"
 	"gatehouse/peercred"
 	"gatehouse/realm"
@@ -64,6 +65,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Manual edits of acl.cfg bump no generation: noticed within 250 ms.
+	wctx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	go s.o.ACL.Watch(wctx, acl.WatchInterval, func(err error) { log.Warn("watching acl config", "err", err) })
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	// Main returns only once Shutdown has drained the handlers (or given up after 5 s), so that
 	// the deferred closes (the shared-memory mapping above all) never pull memory from under a
@@ -176,6 +181,10 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	if err != nil {
 		return fail(err)
 	}
+	ac, err := acl.Open(acl.Options{Path: d.AclCfg(), LockPath: d.Lock("acl"), Generations: gen, GID: gid})
+	if err != nil {
+		return fail(err)
+	}
 	tf, err := tfa.Open(tfa.Options{Path: d.TFA(), StateDir: d.TFAState(), LockPath: d.Lock("tfa"), Generations: gen, Log: log})
 	if err != nil {
 		return fail(err)
@@ -183,7 +192,7 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	s, err := New(Options{
 		Prefix: prefix, Signer: signer, CSRF: csrf, Users: us, Tokens: tokens, Generations: gen,
 		KeyFiles: KeyFiles{Key: d.AuthKey(), Pub: d.AuthPub(), Retired: d.AuthRetired(), CSRF: d.CSRFKey(), GID: gid},
-		Realms:   &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, TFA: tf, Log: log,
+		Realms:   &realm.Realms{Passwords: pw, PAM: realm.PAM{Service: pamService}}, Revocations: rev, TFA: tf, ACL: ac, Log: log,
 	})
 	if err != nil {
 		return fail(err)

@@ -109,8 +109,8 @@ func showKey(v *ticket.Verifier, now time.Time) keyJSON {
 // the old key stay valid until they expire (2 h at most); see ticket.RotateKeys. Every proxyd
 // picks up the new public key through the keys generation before apid signs with the new key.
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
-		reply.Error(w, http.StatusForbidden, "only root@pam may rotate the signing key")
+	if !c.superuser() {
+		reply.Error(w, http.StatusForbidden, "only administrators may rotate the signing key")
 		return
 	}
 	f := s.o.KeyFiles
@@ -146,8 +146,8 @@ type statusJSON struct {
 
 // status is GET /status (root only): apid's health, the shared generations and the key.
 func (s *Server) status(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
-		reply.Error(w, http.StatusForbidden, "only root@pam may read apid's status")
+	if !c.superuser() {
+		reply.Error(w, http.StatusForbidden, "only administrators may read apid's status")
 		return
 	}
 	now := s.o.Now()

@@ -22,10 +22,10 @@ import (
 //	POST   /access/tfa/{userid}            add: type=totp (totp, value), recovery, webauthn (two calls)
 //	PUT    /access/tfa/{userid}/{id}       description, enable
 //	DELETE /access/tfa/{userid}/{id}
-//	PUT    /access/users/{userid}/unlock-tfa   root only; answers whether the user was locked
-//	GET|PUT /config/access/tfa/webauthn    the relying party (root only)
+//	PUT    /access/users/{userid}/unlock-tfa   administrators only; answers whether the user was locked
+//	GET|PUT /config/access/tfa/webauthn    the relying party (administrators)
 //
-// A user manages their own factors and root@pam everyone's; API tokens manage none. Every
+// A user manages their own factors and administrators everyone's; API tokens manage none. Every
 // write by anyone but root@pam needs the caller's current password ("password"), as in PBS,
 // so that a stolen session cannot replace the second factor; a wrong one answers 401 and is
 // logged as an authentication failure.
@@ -52,8 +52,8 @@ func (s *Server) tfaTarget(w http.ResponseWriter, r *http.Request, c who) (strin
 // reauth checks the caller's password for a TFA change (root@pam needs none). It answers and
 // returns false when the change must not go ahead.
 func (s *Server) reauth(w http.ResponseWriter, r *http.Request, c who, password string) bool {
-	if c.root() {
-		return true
+	if c.rootPam() {
+		return true // as PBS: only root@pam changes factors without a password
 	}
 	if password == "" {
 		s.authFail(w, r, c.userid(), "tfa change without the current password")
@@ -107,7 +107,7 @@ func (s *Server) listTFA(w http.ResponseWriter, r *http.Request, c who) {
 	now := s.o.Now()
 	out := []tfa.UserSummary{}
 	for _, id := range cfg.Userids() {
-		if c.root() || id == c.userid() {
+		if c.superuser() || id == c.userid() {
 			out = append(out, cfg.Summary(id, now))
 		}
 	}
@@ -290,7 +290,7 @@ func (s *Server) deleteTFA(w http.ResponseWriter, r *http.Request, c who) {
 }
 
 func (s *Server) unlockTFA(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
+	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
@@ -308,7 +308,7 @@ func (s *Server) unlockTFA(w http.ResponseWriter, r *http.Request, c who) {
 }
 
 func (s *Server) getWebauthnConfig(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
+	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
@@ -321,7 +321,7 @@ func (s *Server) getWebauthnConfig(w http.ResponseWriter, r *http.Request, c who
 }
 
 func (s *Server) setWebauthnConfig(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
+	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"gatehouse/acl"
 	"gatehouse/authid"
 	"gatehouse/params"
 	"gatehouse/reply"
@@ -182,5 +183,9 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, c who) {
 		cfg.DeleteToken(tokenid)
 		return nil
 	})
+	if err == nil {
+		// A token made again under the same name must not inherit the old one's roles.
+		err = s.o.ACL.Update(func(a *acl.Config) error { a.RemoveAuthid(tokenid); return nil })
+	}
 	s.answerUpdate(w, err, "deleting token "+tokenid)
 }

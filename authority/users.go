@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"gatehouse/acl"
 	"gatehouse/authid"
 	"gatehouse/params"
 	"gatehouse/reply"
@@ -84,7 +85,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 	now := s.o.Now()
 	out := []userJSON{}
 	for _, u := range cfg.Users() {
-		if !c.root() && u.ID != c.userid() {
+		if !c.superuser() && u.ID != c.userid() {
 			continue
 		}
 		j := showUser(u)
@@ -130,7 +131,7 @@ func userFields(p map[string]string, u *users.User) error {
 var userParams = []string{"comment", "email", "enable", "expire", "firstname", "lastname"}
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
+	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
@@ -186,7 +187,7 @@ func (s *Server) target(w http.ResponseWriter, r *http.Request, c who) (string, 
 		reply.Invalid(w, params.Error{"userid": "invalid user id"})
 		return "", false
 	}
-	if !c.root() && c.userid() != a.Userid() {
+	if !c.superuser() && c.userid() != a.Userid() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return "", false
 	}
@@ -228,7 +229,7 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Invalid(w, err)
 		return
 	}
-	if !c.root() {
+	if !c.superuser() {
 		if _, ok := p["enable"]; ok {
 			reply.Error(w, http.StatusForbidden, "only root@pam enables or disables users")
 			return
@@ -267,7 +268,7 @@ func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.root() {
+	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
@@ -298,6 +299,10 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 		cfg.DeleteUser(id)
 		return nil
 	})
+	if err == nil {
+		// After user.cfg: see updateACL.
+		err = s.o.ACL.Update(func(a *acl.Config) error { a.RemoveUser(id); return nil })
+	}
 	if err == nil && s.o.Realms.Passwords != nil {
 		if a, _ := authid.ParseUserid(id); a.Realm == "pbs" {
 			err = s.o.Realms.Passwords.Delete(id)

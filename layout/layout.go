@@ -2,7 +2,7 @@
 // gatectl take (--config-dir, --run-dir), with their owners and modes (DESIGN.md, Files).
 //
 //	config dir (/etc/gatehouse, 0755 root)
-//	  user.cfg token.shadow authkey.pub authkey.retired csrf.key proxy.key
+//	  user.cfg acl.cfg token.shadow authkey.pub authkey.retired csrf.key proxy.key
 //	  revocations.json                                                         0640 root:gatehouse
 //	  proxy.pem                                                                0644 root
 //	  authkey.key shadow.json tfa.json                                         0600 root
@@ -10,7 +10,7 @@
 //	  shmem/config-versions   0660 root:gatehouse (the ConfigVersionCache)
 //	  apid.sock               0660 root:gatehouse
 //	  tfa/<userid>.json       0600 root (pending WebAuthn challenges, failure counts; dir 0700)
-//	  lock files (.*.lck)     0600 root
+//	  lock files (.*.lck)     0600 root (Lock("acl") for acl.cfg)
 //
 // proxyd (user gatehouse) reads the 0640 files and cannot open the 0600 ones; a test checks it.
 package layout
@@ -33,6 +33,7 @@ func (d Dirs) r(name string) string { return filepath.Join(d.Run, name) }
 
 // Config-directory files.
 func (d Dirs) UserCfg() string     { return d.c("user.cfg") }
+func (d Dirs) AclCfg() string      { return d.c("acl.cfg") }
 func (d Dirs) TokenShadow() string { return d.c("token.shadow") }
 func (d Dirs) Shadow() string      { return d.c("shadow.json") }
 func (d Dirs) TFA() string         { return d.c("tfa.json") }
