@@ -150,32 +150,30 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Invalid(w, err)
 		return
 	}
-	if pw := p["password"]; pw != "" {
-		if a.Realm != "pbs" {
-			reply.Invalid(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
-			return
-		}
-		if err := s.o.Realms.Passwords.Set(u.ID, pw); err != nil {
-			s.internal(w, err, "setting password")
-			return
-		}
+	pw := p["password"]
+	if pw != "" && a.Realm != "pbs" {
+		reply.Invalid(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
+		return
 	}
+	// Under user.cfg's lock: the entry is checked before the password is stored, so that a
+	// refused creation never changes an existing user's password.
 	err = s.o.Users.Update(func(cfg *users.Config) error {
 		if _, ok := cfg.User(u.ID); ok {
 			return errExists
 		}
-		cfg.SetUser(u)
+		if err := cfg.SetUser(u); err != nil {
+			return err
+		}
+		if pw != "" {
+			return s.o.Realms.Passwords.Set(u.ID, pw)
+		}
 		return nil
 	})
 	if errors.Is(err, errExists) {
 		reply.Error(w, http.StatusBadRequest, "user "+u.ID+" already exists")
 		return
 	}
-	if err != nil {
-		s.internal(w, err, "creating user")
-		return
-	}
-	reply.Data(w, nil)
+	s.answerUpdate(w, err, "creating user "+u.ID)
 }
 
 var errExists = errors.New("already exists")
@@ -247,8 +245,7 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
 		if err := userFields(p, &u); err != nil {
 			return err
 		}
-		cfg.SetUser(u)
-		return nil
+		return cfg.SetUser(u)
 	})
 	s.answerUpdate(w, err, "updating user "+id)
 }
@@ -262,6 +259,8 @@ func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
 		reply.Invalid(w, err)
 	case errors.Is(err, users.ErrNoUser), errors.Is(err, users.ErrNoToken), errors.Is(err, tokenshadow.ErrNoToken):
 		reply.Error(w, http.StatusNotFound, doing+": not found")
+	case errors.Is(err, users.ErrInvalid):
+		reply.Error(w, http.StatusBadRequest, doing+": "+err.Error())
 	default:
 		s.internal(w, err, doing)
 	}
