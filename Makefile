@@ -8,8 +8,9 @@ SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
 # PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
-# (the demo's printed commands) are real peers.
-DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl
+# (the demo's printed commands) are real peers; systemd-analyze checks the units.
+DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl \
+	systemd-analyze:systemd
 # Every fuzz target: package and function.
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
@@ -18,7 +19,7 @@ FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./cry
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge
 
-.PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench clean
+.PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench clean install uninstall
 
 all: build
 
@@ -76,3 +77,41 @@ bench:
 
 clean:
 	$(GO) clean -testcache
+
+# Installation: daemons in $(PREFIX)/sbin, gatectl (when cmd/gatectl exists) in $(PREFIX)/bin,
+# systemd units in $(UNITDIR) with ExecStart under $(PREFIX). DESTDIR stages the tree for a
+# package; only a real install (empty DESTDIR) creates the gatehouse system user and group and
+# reloads systemd.
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+DAEMONS := apid proxyd
+UNITS := cmd/apid/gatehouse-apid.service cmd/proxyd/gatehouse-proxyd.service
+CLIS := $(notdir $(wildcard cmd/gatectl))
+
+install:
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(UNITDIR)
+	$(GO) build -o $(DESTDIR)$(PREFIX)/sbin/ $(addprefix ./cmd/,$(DAEMONS))
+	chmod 0755 $(addprefix $(DESTDIR)$(PREFIX)/sbin/,$(DAEMONS))
+ifneq ($(CLIS),)
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin
+	$(GO) build -o $(DESTDIR)$(PREFIX)/bin/ $(addprefix ./cmd/,$(CLIS))
+	chmod 0755 $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CLIS))
+endif
+	for u in $(UNITS); do \
+		sed 's|^ExecStart=/usr/local/|ExecStart=$(PREFIX)/|' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; done
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent group gatehouse >/dev/null || groupadd --system gatehouse || exit 1; \
+		getent passwd gatehouse >/dev/null || useradd --system --gid gatehouse --no-create-home \
+			--home-dir /nonexistent --shell /usr/sbin/nologin --comment "Gatehouse proxyd" gatehouse || exit 1; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		echo "installed; start with: systemctl enable --now gatehouse-apid gatehouse-proxyd"; \
+	fi
+
+# Removes what install put in place; keeps /etc/gatehouse (keys, users) and the gatehouse user.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now gatehouse-proxyd gatehouse-apid 2>/dev/null || true; fi
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/sbin/,$(DAEMONS)) $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CLIS)) \
+		$(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -16,6 +16,7 @@ import (
 
 	"gatehouse/acl"
 	"gatehouse/layout"
+	"gatehouse/lifecycle"
 	"gatehouse/peercred"
 	"gatehouse/realm"
 	"gatehouse/revocation"
@@ -32,7 +33,8 @@ const DaemonUser = "gatehouse"
 
 // Main runs apid with command-line args until ctx is done. It creates what a first start
 // needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
-// certificate and user.cfg with root@pam. It logs "listening" once the socket accepts.
+// certificate and user.cfg with root@pam. It logs "listening" once the socket accepts. SIGHUP
+// calls Server.Reload (package lifecycle: sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("apid", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -70,23 +72,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancelWatch()
 	go s.o.ACL.Watch(wctx, acl.WatchInterval, func(err error) { log.Warn("watching acl config", "err", err) })
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
-	// Main returns only once Shutdown has drained the handlers (or given up after 5 s), so that
-	// the deferred closes (the shared-memory mapping above all) never pull memory from under a
-	// running request.
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
 	log.Info("listening", "addr", d.Socket(), "proxy_uid", uid)
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving %s: %w", d.Socket(), err)
-	}
-	<-drained
-	return nil
+	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred
+	// closes (the shared-memory mapping above all) never pull memory from under a request.
+	return lifecycle.Serve(ctx, srv, ln, lifecycle.Options{Reload: s.Reload, Log: log})
 }
 
 // lookupUser resolves proxyd's account; a missing default account means "same uid as apid"

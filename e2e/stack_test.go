@@ -87,7 +87,23 @@ type stack struct {
 	authLog string
 	split   bool // proxyd runs as another uid than apid
 	http    *http.Client
-	apid    *http.Client // straight to apid's socket, as a local administrator
+	apid    *http.Client     // straight to apid's socket, as a local administrator
+	procs   map[string]*proc // by role
+}
+
+// proc is a running daemon child.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once its stderr is at EOF
+	wait func() error  // cmd.Wait, once
+}
+
+// stop sends SIGTERM to a daemon and returns how it exited (nil: status 0).
+func (st *stack) stop(role string) error {
+	p := st.procs[role]
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	return p.wait()
 }
 
 type options struct {
@@ -108,7 +124,7 @@ func start(t *testing.T, o options) *stack {
 	st := &stack{
 		dirs: layout.Dirs{Config: filepath.Join(base, "etc"), Run: filepath.Join(base, "run")},
 		base: base, bin: filepath.Join(base, "e2e.test"), authLog: filepath.Join(base, "log", "auth.log"),
-		split: os.Getuid() == 0,
+		split: os.Getuid() == 0, procs: map[string]*proc{},
 	}
 	self, err := os.ReadFile(os.Args[0])
 	if err != nil {
@@ -175,6 +191,8 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 	var logMu sync.Mutex
 	var log bytes.Buffer
 	done := make(chan struct{})
+	p := &proc{cmd: cmd, done: done, wait: sync.OnceValue(cmd.Wait)}
+	st.procs[role] = p
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stderr)
@@ -196,14 +214,14 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		<-done
-		cmd.Wait()
+		p.wait()
 		logMu.Lock()
 		t.Logf("%s log:\n%s", role, log.String())
 		logMu.Unlock()
 	})
 	a, ok := <-addr
 	if !ok {
-		cmd.Wait()
+		p.wait()
 		t.Fatalf("%s exited before listening:\n%s", role, log.String())
 	}
 	return a

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"gatehouse/authfail"
 	"gatehouse/layout"
+	"gatehouse/lifecycle"
 	"gatehouse/revocation"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
@@ -24,7 +25,8 @@ import (
 
 // Main runs proxyd with command-line args until ctx is done. apid must have started once
 // (it makes the generation file, keys and certificate). It logs "listening" with the address
-// once the port accepts.
+// once the port accepts. SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and drops the
+// token and user caches (package lifecycle: sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("proxyd", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -66,9 +68,9 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cert, err := tls.LoadX509KeyPair(d.ProxyCert(), d.ProxyKey())
-	if err != nil {
-		return fmt.Errorf("loading TLS certificate %s: %w", d.ProxyCert(), err)
+	var cert certificate
+	if err := cert.load(d.ProxyCert(), d.ProxyKey()); err != nil {
+		return err
 	}
 	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen})
 	if err != nil {
@@ -114,25 +116,50 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	srv := &http.Server{
 		Handler:           s,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	// Main returns only once Shutdown has drained the handlers (or given up after 5 s), so that
-	// the deferred closes (the shared-memory mapping above all) never pull memory from under a
-	// running request.
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	log.Info("listening", "addr", ln.Addr().String())
-	if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving %s: %w", *listen, err)
+	// SIGHUP: the TLS pair first, then keys and caches; the new pair serves only if both load.
+	reload := func() error {
+		next, err := loadCertificate(d.ProxyCert(), d.ProxyKey())
+		if err != nil {
+			return err
+		}
+		if err := s.Reload(); err != nil {
+			return err
+		}
+		cert.p.Store(next)
+		return nil
 	}
-	<-drained
+	log.Info("listening", "addr", ln.Addr().String())
+	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred
+	// closes (the shared-memory mapping above all) never pull memory from under a request.
+	return lifecycle.Serve(ctx, srv, ln, lifecycle.Options{TLS: true, Reload: reload, Log: log})
+}
+
+// certificate is the TLS pair proxyd serves, replaced whole on reload: handshakes that start
+// after a reload get the new pair, connections already open keep theirs.
+type certificate struct {
+	p atomic.Pointer[tls.Certificate]
+}
+
+func (c *certificate) load(certPath, keyPath string) error {
+	next, err := loadCertificate(certPath, keyPath)
+	if err != nil {
+		return err
+	}
+	c.p.Store(next)
 	return nil
+}
+
+func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.p.Load(), nil }
+
+// loadCertificate reads a PEM certificate chain and its key; it fails when they do not match.
+func loadCertificate(certPath, keyPath string) (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS certificate %s with key %s: %w", certPath, keyPath, err)
+	}
+	return &c, nil
 }

@@ -327,6 +327,28 @@ func (s *Server) reloadKeys() error {
 	return nil
 }
 
+// Reload is proxyd's SIGHUP: it reads authkey.pub and csrf.key again (through LoadKeys) even
+// when no generation moved, and drops this process's token and user caches so that the next
+// request reads token.shadow and user.cfg from disk. When a key cannot be loaded it returns the
+// error and the old keys and caches stay. Requests in flight are not disturbed.
+func (s *Server) Reload() error {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	if s.o.LoadKeys != nil {
+		g := s.o.Generations.Load(shmem.Keys)
+		v, k, err := s.o.LoadKeys()
+		if err != nil {
+			return fmt.Errorf("reloading keys: %w", err)
+		}
+		s.o.Tickets.SetVerifier(v)
+		s.csrf.Store(k)
+		s.keysGen.Store(g)
+	}
+	s.o.Tokens.Forget()
+	s.o.Users.Forget()
+	return nil
+}
+
 // decodeCookie undoes the percent-encoding some clients apply to the ticket cookie; a raw
 // ticket ("PBS:...") is returned as it is.
 func decodeCookie(prefix, v string) string {
