@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"os"
@@ -108,4 +109,77 @@ func TestKeyRotation(t *testing.T) {
 	if a := st.do(t, call{method: "POST", path: "/keys/rotate", header: after.header(true)}); a.status == 200 {
 		t.Errorf("POST /keys/rotate through proxyd = %d; want a refusal", a.status)
 	}
+}
+
+// TestApidReloadKeys: an administrator replaces authkey.key by hand and sends apid SIGHUP. apid
+// rewrites authkey.pub to match, signs with the new key and bumps the keys generation, so
+// proxyd accepts the new tickets without a restart of either daemon; a bad key file is refused
+// and the old key keeps signing.
+func TestApidReloadKeys(t *testing.T) {
+	n := listenNotify(t)
+	st := start(t, options{})
+	pid := st.procs["apid"].cmd.Process.Pid
+	n.expect(t, pid, "READY=1")
+	st.addUser(t, "hal@pbs", "hal-pass-1")
+	before := st.login(t, "hal@pbs", "hal-pass-1")
+
+	// A key file group may read is refused: the reload fails and nothing changes.
+	saved, err := os.ReadFile(st.dirs.AuthKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(st.dirs.AuthKey(), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	hup(t, n, pid, "STATUS=reload failed: ")
+	if err := os.Chmod(st.dirs.AuthKey(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if a := st.login(t, "hal@pbs", "hal-pass-1"); a.ticket == "" {
+		t.Fatal("no login after a failed reload")
+	}
+
+	dir := t.TempDir()
+	key, pub := dir+"/authkey.key", dir+"/authkey.pub"
+	if err := ticket.GenerateKeys(key, pub, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(key, st.dirs.AuthKey()); err != nil {
+		t.Fatal(err)
+	}
+	hup(t, n, pid, "STATUS=reloaded at ")
+	want, err := ticket.LoadVerifier(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ticket.LoadVerifier(st.dirs.AuthPub()); err != nil || got.Fingerprint() != want.Fingerprint() {
+		t.Fatalf("authkey.pub after the reload: %v; want the new key's public half", err)
+	}
+	after := st.login(t, "hal@pbs", "hal-pass-1")
+	if _, _, err := want.VerifyUser(after.ticket, "PBS", time.Now()); err != nil {
+		t.Errorf("login after the reload is not signed by the new key: %v", err)
+	}
+	get := func(tk string) int {
+		t.Helper()
+		return st.do(t, call{method: "GET", path: "/version", header: http.Header{"Cookie": {"PBSAuthCookie=" + tk}}}).status
+	}
+	if got := get(after.ticket); got != 200 {
+		t.Errorf("proxyd with the new key's ticket = %d; want 200", got)
+	}
+	// A key replaced by hand is not a rotation: the old key's tickets end at once.
+	if got := get(before.ticket); got != 401 {
+		t.Errorf("proxyd with the replaced key's ticket = %d; want 401", got)
+	}
+	if bytes.Equal(saved, mustRead(t, st.dirs.AuthKey())) {
+		t.Fatal("authkey.key was not replaced")
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
