@@ -8,13 +8,15 @@ SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
 # PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
-# (the demo's printed commands) are real peers; systemd-analyze checks the units.
+# (the demo's printed commands) are real peers; systemd-analyze checks the units; nginx
+# (auth_request) fronts proxyd in the forward-auth test.
 DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl \
-	systemd-analyze:systemd
+	systemd-analyze:systemd /usr/sbin/nginx:nginx
 # Every fuzz target: package and function.
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
+	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -513,35 +511,5 @@ func TestKeyReload(t *testing.T) {
 	}
 	if got := get(tk); got != 200 {
 		t.Errorf("new key's ticket after the rotation = %d; want 200", got)
-	}
-}
-
-// TestUpstream: paths outside /api2 go to the application behind Gatehouse, only for
-// authenticated callers, with the verified identity in X-Gatehouse-Authid and never the
-// client's own version of that header.
-func TestUpstream(t *testing.T) {
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"data":{"path":%q,"authid":%q,"authorization":%q}}`, r.URL.Path,
-			strings.Join(r.Header.Values("X-Gatehouse-Authid"), ","), r.Header.Get("Authorization"))
-	}))
-	defer app.Close()
-	st := start(t, options{upstream: app.URL})
-	st.addUser(t, "lee@pbs", "lee-pass-1")
-	lee := st.login(t, "lee@pbs", "lee-pass-1")
-	root := strings.TrimSuffix(st.url, "/api2/json")
-	get := func(h http.Header) answer {
-		return doOn(t, st.http, root, call{method: "GET", path: "/app/page", header: h})
-	}
-	spoof := http.Header{"X-Gatehouse-Authid": {"root@pam"}}
-	if a := get(spoof); a.status != 401 {
-		t.Errorf("upstream without credentials = %d; want 401", a.status)
-	}
-	h := lee.header(false)
-	h.Set("X-Gatehouse-Authid", "root@pam")
-	a := get(h)
-	var d struct{ Path, Authid, Authorization string }
-	a.decode(t, &d)
-	if a.status != 200 || d.Path != "/app/page" || d.Authid != "lee@pbs" {
-		t.Errorf("upstream with a ticket = %d %+v; want 200, /app/page, authid lee@pbs only", a.status, d)
 	}
 }

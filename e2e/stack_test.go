@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"gatehouse/authority"
 	"gatehouse/gateway"
@@ -87,8 +88,9 @@ type stack struct {
 	authLog string
 	split   bool // proxyd runs as another uid than apid
 	http    *http.Client
-	apid    *http.Client     // straight to apid's socket, as a local administrator
-	procs   map[string]*proc // by role
+	apid    *http.Client          // straight to apid's socket, as a local administrator
+	procs   map[string]*proc      // by role
+	logs    map[string]*daemonLog // each daemon's log, by role
 }
 
 // proc is a running daemon child.
@@ -124,7 +126,7 @@ func start(t *testing.T, o options) *stack {
 	st := &stack{
 		dirs: layout.Dirs{Config: filepath.Join(base, "etc"), Run: filepath.Join(base, "run")},
 		base: base, bin: filepath.Join(base, "e2e.test"), authLog: filepath.Join(base, "log", "auth.log"),
-		split: os.Getuid() == 0, procs: map[string]*proc{},
+		split: os.Getuid() == 0, procs: map[string]*proc{}, logs: map[string]*daemonLog{},
 	}
 	self, err := os.ReadFile(os.Args[0])
 	if err != nil {
@@ -188,8 +190,8 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 		t.Fatalf("starting %s: %v", role, err)
 	}
 	addr := make(chan string, 1)
-	var logMu sync.Mutex
-	var log bytes.Buffer
+	log := &daemonLog{changed: make(chan struct{})}
+	st.logs[role] = log
 	done := make(chan struct{})
 	p := &proc{cmd: cmd, done: done, wait: sync.OnceValue(cmd.Wait)}
 	st.procs[role] = p
@@ -198,9 +200,7 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
-			logMu.Lock()
-			log.WriteString(line + "\n")
-			logMu.Unlock()
+			log.add(line)
 			if strings.Contains(line, "msg=listening") {
 				for _, f := range strings.Fields(line) {
 					if a, ok := strings.CutPrefix(f, "addr="); ok {
@@ -215,9 +215,7 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 		cmd.Process.Signal(syscall.SIGTERM)
 		<-done
 		p.wait()
-		logMu.Lock()
 		t.Logf("%s log:\n%s", role, log.String())
-		logMu.Unlock()
 	})
 	a, ok := <-addr
 	if !ok {
@@ -225,6 +223,51 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 		t.Fatalf("%s exited before listening:\n%s", role, log.String())
 	}
 	return a
+}
+
+// daemonLog is a daemon's standard error as read so far.
+type daemonLog struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced when a line arrives
+}
+
+func (l *daemonLog) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.WriteString(line + "\n")
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *daemonLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// waitFor returns the log once it contains every one of subs; it fails the test if that takes
+// more than 10 s.
+func (l *daemonLog) waitFor(t *testing.T, subs ...string) string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		l.mu.Lock()
+		s, changed := l.buf.String(), l.changed
+		l.mu.Unlock()
+		all := true
+		for _, sub := range subs {
+			all = all && strings.Contains(s, sub)
+		}
+		if all {
+			return s
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("log has no %q after 10 s:\n%s", subs, s)
+		}
+	}
 }
 
 // call is one HTTPS request to proxyd. body is form-encoded unless it is a string (sent as is,

@@ -12,8 +12,10 @@
 //     raw or percent-encoded: the signature is checked through the verified-ticket cache
 //     (ticket.Cache), the 2 h lifetime on every request, the user must be active and the ticket
 //     not revoked (revocations.json). A request that is not GET or HEAD must also carry a valid
-//     "CSRFPreventionToken" header for that user.
-//  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket).
+//     "CSRFPreventionToken" header for that user; outside /api2 (reverse proxy, forward-auth) a
+//     same-origin browser request is accepted instead (see upstream.go).
+//  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket) and
+//     the login page (/gatehouse/login, /gatehouse/static/).
 //
 // The product prefix ("PBS") names the cookies, the token scheme and the tickets.
 //
@@ -31,6 +33,31 @@
 // reads a private key or writes a file. proxyd turns apid's ticket answer into the HttpOnly
 // flow when asked (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly;
 // SameSite=Lax) and returns ticket-info instead of the ticket.
+//
+// # Reverse proxy and forward-auth
+//
+// proxyd owns /api2/ and /gatehouse/; every other path goes to the upstream (Options.Upstream;
+// 404 without one) once authenticated, with X-Gatehouse-User (user id) and X-Gatehouse-Authid
+// (user or token id) set, X-Forwarded-For (the client address proxyd believes), -Host and
+// -Proto (https) set, and the Authorization header, the CSRFPreventionToken header and the two
+// ticket cookies removed: the application never sees a credential. Every X-Gatehouse-* header a
+// client sends is removed before anything else (forward.Strip in ServeHTTP), so the
+// application may trust these two. Responses stream (FlushInterval -1) and upgrades
+// (WebSocket) pass; an unreachable upstream is 502 and one log line. A refused GET or HEAD that
+// accepts text/html is 303 to /gatehouse/login?next=<request URI>, anything else 401.
+//
+// /gatehouse/auth (any method) is forward-auth for nginx auth_request and Caddy forward_auth:
+// it checks the credentials on the request itself and answers 200 with X-Gatehouse-User and
+// X-Gatehouse-Authid, or 401 with no body (plus X-Gatehouse-Login, the login URL, for a browser
+// navigation). The original method comes from X-Forwarded-Method (Caddy) or X-Original-Method
+// (nginx); without either the request counts as unsafe (fail closed).
+//
+// CSRF outside /api2: a ticket-authenticated request whose (original) method is not GET or HEAD
+// needs a valid CSRFPreventionToken or a same-origin browser request: Sec-Fetch-Site
+// "same-origin", or Origin equal to https://<Host> (forward-auth: <X-Forwarded-Proto or
+// https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these headers; anything
+// else is an authentication failure, logged and limited like the others. API tokens need
+// neither.
 package gateway
 
 import (
@@ -146,14 +173,7 @@ func New(o Options) (*Server, error) {
 		ErrorHandler:   s.apidDown,
 	}
 	if o.Upstream != nil {
-		up := o.Upstream
-		s.upstream = &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(up)
-				pr.SetXForwarded()
-				pr.Out.Header.Del("Authorization")
-			},
-		}
+		s.upstream = s.newUpstream(o.Upstream)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api2/json/ping", s.ping)
@@ -165,7 +185,12 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("/api2/", func(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusNotImplemented, "no such API call")
 	})
-	mux.HandleFunc("/", s.authed(s.proxyUpstream))
+	s.routeGatehouse(mux)
+	if s.upstream != nil {
+		mux.HandleFunc("/", through(doorUpstream, s.authed(s.proxyUpstream)))
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { reply.Error(w, http.StatusNotFound, "not found") })
+	}
 	s.mux = mux
 	return s, nil
 }
@@ -205,7 +230,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		authz := r.Header.Get("Authorization")
 		tk := s.ticketCookie(r)
 		if authz == "" && tk.value == "" {
-			reply.Error(w, http.StatusUnauthorized, "authentication failure")
+			s.deny(w, r)
 			return
 		}
 		if !s.o.Guard.Allow(client.Addr(), now) {
@@ -247,7 +272,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrP
 	if s.o.Guard.Wait(r.Context()) != nil {
 		return
 	}
-	reply.Error(w, http.StatusUnauthorized, "authentication failure")
+	s.deny(w, r)
 }
 
 // parseTokenHeader splits "<scheme>=<id>:<secret>" or "<scheme> <id>:<secret>". The id is a
@@ -379,10 +404,8 @@ func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (c
 	if revoked {
 		return caller{}, &authFailure{userid, "ticket was revoked"}
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if err := s.csrf.Load().Check(r.Header.Get("CSRFPreventionToken"), userid, now); err != nil {
-			return caller{}, &authFailure{userid, "missing or invalid CSRF prevention token"}
-		}
+	if err := s.checkCSRF(r, userid, now); err != nil {
+		return caller{}, err
 	}
 	return caller{authid: userid, userid: userid, cookie: tk.name}, nil
 }
@@ -446,13 +469,4 @@ func (s *Server) ticketCookieFor(name, value string) *http.Cookie {
 		return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	}
 	return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, SameSite: http.SameSiteLaxMode}
-}
-
-func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
-	if s.upstream == nil {
-		reply.Error(w, http.StatusNotFound, "not found")
-		return
-	}
-	r.Header.Set(forward.Authid, callerOf(r).authid)
-	s.upstream.ServeHTTP(w, r)
 }

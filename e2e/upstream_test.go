@@ -1,0 +1,443 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// app is the upstream application behind Gatehouse, a real HTTP server on 127.0.0.1:0. It
+// answers every request with what it received; /stream sends one line, waits for release,
+// then a second; /ws switches protocols and echoes.
+type app struct {
+	*httptest.Server
+	hits    atomic.Int64
+	release chan struct{}
+}
+
+// seen is what the app received.
+type seen struct {
+	Method, Path, Query         string
+	User, Authid                []string
+	Internal                    []string // other X-Gatehouse-* headers
+	Authorization, Cookie, CSRF string
+	XFF, XFH, XFP               string
+	Body                        string
+}
+
+func newApp(t *testing.T) *app {
+	a := &app{release: make(chan struct{})}
+	a.Server = httptest.NewServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *app) serve(w http.ResponseWriter, r *http.Request) {
+	a.hits.Add(1)
+	switch r.URL.Path {
+	case "/stream":
+		fmt.Fprintln(w, "first")
+		w.(http.Flusher).Flush()
+		select {
+		case <-a.release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintln(w, "second")
+		return
+	case "/ws":
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "not an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-User: %s\r\n\r\n", r.Header.Get("X-Gatehouse-User"))
+		rw.Flush()
+		io.Copy(conn, rw) // echo until the client closes
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	var internal []string
+	for k := range r.Header {
+		if strings.HasPrefix(k, "X-Gatehouse-") && k != "X-Gatehouse-User" && k != "X-Gatehouse-Authid" {
+			internal = append(internal, k)
+		}
+	}
+	json.NewEncoder(w).Encode(map[string]seen{"data": {
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		User: r.Header.Values("X-Gatehouse-User"), Authid: r.Header.Values("X-Gatehouse-Authid"), Internal: internal,
+		Authorization: r.Header.Get("Authorization"), Cookie: strings.Join(r.Header.Values("Cookie"), "|"),
+		CSRF: r.Header.Get("CSRFPreventionToken"), XFF: r.Header.Get("X-Forwarded-For"),
+		XFH: r.Header.Get("X-Forwarded-Host"), XFP: r.Header.Get("X-Forwarded-Proto"), Body: string(body),
+	}})
+}
+
+// reply is one raw HTTP answer.
+type reply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// seen decodes the app's echo; it fails the test unless the answer is 200 from the app.
+func (r reply) seen(t *testing.T, what string) seen {
+	t.Helper()
+	var out struct{ Data *seen }
+	if r.status != 200 || json.Unmarshal([]byte(r.body), &out) != nil || out.Data == nil {
+		t.Fatalf("%s = %d %q; want 200 from the app", what, r.status, r.body)
+	}
+	return *out.Data
+}
+
+// fetch makes one request with c, which must not follow redirects.
+func fetch(t *testing.T, c *http.Client, method, u string, h http.Header, body string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the answer: %v", method, u, err)
+	}
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}
+
+func noRedirects(c *http.Client) *http.Client {
+	cc := *c
+	cc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cc
+}
+
+// proxied is a stack with an upstream app and a user lee@pbs with a legacy session, an
+// HttpOnly ticket (logged in as the login page does it) and an API token lee@pbs!ci.
+type proxied struct {
+	*stack
+	app     *app
+	origin  string       // https://127.0.0.1:port
+	client  *http.Client // to proxyd, not following redirects
+	lee     session
+	httpTk  string // the __Host- cookie's value
+	token   string // Authorization header value
+	browser http.Header
+}
+
+func startProxied(t *testing.T) *proxied {
+	t.Helper()
+	a := newApp(t)
+	st := start(t, options{upstream: a.URL})
+	p := &proxied{stack: st, app: a, origin: strings.TrimSuffix(st.url, "/api2/json"), client: noRedirects(st.http)}
+	st.addUser(t, "lee@pbs", "lee-pass-1")
+	p.lee = st.login(t, "lee@pbs", "lee-pass-1")
+	// The login page's call: JSON, user and realm apart, http-only=1.
+	r := fetch(t, p.client, "POST", st.url+"/access/ticket", http.Header{"Content-Type": {"application/json"}},
+		`{"username":"lee","password":"lee-pass-1","realm":"pbs","http-only":1}`)
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		if c.Name == "__Host-PBSAuthCookie" && c.HttpOnly && c.Secure {
+			p.httpTk = c.Value
+		}
+	}
+	if r.status != 200 || p.httpTk == "" || strings.Contains(r.body, `"ticket"`) {
+		t.Fatalf("login page's ticket call = %d %q %v; want 200, an HttpOnly cookie, no ticket in the body", r.status, r.body, r.header)
+	}
+	a2 := st.do(t, call{method: "POST", path: "/access/users/lee@pbs/token/ci", header: p.lee.header(true)})
+	var tok struct{ Value string }
+	a2.decode(t, &tok)
+	if a2.status != 200 || tok.Value == "" {
+		t.Fatalf("creating lee@pbs!ci = %d %s", a2.status, a2.data)
+	}
+	p.token = "PBSAPIToken=lee@pbs!ci:" + tok.Value
+	p.browser = http.Header{"Accept": {"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}}
+	return p
+}
+
+func with(h http.Header, kv ...string) http.Header {
+	out := h.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out.Add(kv[i], kv[i+1])
+	}
+	return out
+}
+
+func (p *proxied) authFails(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, l := range p.authLogLines(t) {
+		if strings.Contains(l, "authentication failure") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReverseProxy: proxyd in front of a real application. What the application receives
+// (identity headers, no credentials, other cookies, X-Forwarded-*), what clients without
+// valid credentials get (browser: the login page; API: 401; bad ticket: 401 and an auth.log
+// line), the CSRF rule for cookie requests that change things, streaming, protocol upgrades,
+// and 502 when the application is down.
+func TestReverseProxy(t *testing.T) {
+	p := startProxied(t)
+	u := p.origin + "/app/page?x=1&y=2"
+	host := strings.TrimPrefix(p.origin, "https://")
+
+	t.Run("ticket cookie", func(t *testing.T) {
+		h := http.Header{
+			"Cookie":             {"theme=dark; __Host-PBSAuthCookie=" + p.httpTk + "; PBSAuthCookie=" + p.lee.ticket, "sid=7"},
+			"X-Gatehouse-User":   {"root@pam"},
+			"x-gatehouse-authid": {"root@pam"}, // not canonical: sent as is
+			"X-Gatehouse-Rhost":  {"192.0.2.1"},
+			"X-Gatehouse-Extra":  {"forged"},
+			"X-Forwarded-For":    {"203.0.113.9"},
+		}
+		s := fetch(t, p.client, "GET", u, h, "").seen(t, "GET with the HttpOnly ticket")
+		want := seen{Method: "GET", Path: "/app/page", Query: "x=1&y=2", User: []string{"lee@pbs"}, Authid: []string{"lee@pbs"},
+			// 127.0.0.1, this test, is a trusted proxy of this proxyd: its X-Forwarded-For is
+			// the client address, and the one the app gets.
+			Cookie: "theme=dark; sid=7", XFF: "203.0.113.9", XFH: host, XFP: "https"}
+		if fmt.Sprint(s) != fmt.Sprint(want) {
+			t.Errorf("app saw %+v;\nwant %+v", s, want)
+		}
+	})
+	t.Run("token", func(t *testing.T) {
+		h := http.Header{"Authorization": {p.token}, "Cookie": {"PBSAuthCookie=junk; a=1"}, "X-Gatehouse-User": {"root@pam"}}
+		s := fetch(t, p.client, "GET", u, h, "").seen(t, "GET with a token")
+		if fmt.Sprint(s.User) != "[lee@pbs]" || fmt.Sprint(s.Authid) != "[lee@pbs!ci]" || s.Authorization != "" || s.Cookie != "a=1" || s.XFF != "127.0.0.1" {
+			t.Errorf("app saw user %v authid %v authorization %q cookie %q X-Forwarded-For %q; want [lee@pbs] [lee@pbs!ci] \"\" \"a=1\" 127.0.0.1",
+				s.User, s.Authid, s.Authorization, s.Cookie, s.XFF)
+		}
+		s = fetch(t, p.client, "POST", u, with(h, "Content-Type", "text/plain"), "payload").seen(t, "POST with a token")
+		if s.Body != "payload" || s.Method != "POST" {
+			t.Errorf("token POST reached the app as %s with %q; want POST with the body", s.Method, s.Body)
+		}
+	})
+	t.Run("no credentials", func(t *testing.T) {
+		before := p.app.hits.Load()
+		r := fetch(t, p.client, "GET", u, with(p.browser, "X-Gatehouse-User", "root@pam"), "")
+		if loc := r.header.Get("Location"); r.status != http.StatusSeeOther || loc != "/gatehouse/login?next=%2Fapp%2Fpage%3Fx%3D1%26y%3D2" {
+			t.Errorf("browser without credentials = %d Location %q; want 303 to the login page with next", r.status, loc)
+		}
+		for _, h := range []http.Header{{"Accept": {"application/json"}}, {"X-Gatehouse-User": {"root@pam"}, "X-Gatehouse-Authid": {"root@pam"}}} {
+			if r := fetch(t, p.client, "GET", u, h, ""); r.status != 401 || !strings.Contains(r.body, "authentication failure") {
+				t.Errorf("API client without credentials (%v) = %d %q; want 401 JSON", h, r.status, r.body)
+			}
+		}
+		if r := fetch(t, p.client, "POST", u, p.browser, "x"); r.status != 401 {
+			t.Errorf("browser POST without credentials = %d; want 401", r.status)
+		}
+		if n := p.app.hits.Load() - before; n != 0 {
+			t.Errorf("%d requests without credentials reached the app; want 0", n)
+		}
+	})
+	t.Run("bad ticket", func(t *testing.T) {
+		before, hits := p.authFails(t), p.app.hits.Load()
+		bad := http.Header{"Cookie": {"PBSAuthCookie=PBS:lee@pbs:6B043829::forged"}}
+		if r := fetch(t, p.client, "GET", u, bad, ""); r.status != 401 {
+			t.Errorf("bad ticket = %d; want 401", r.status)
+		}
+		if r := fetch(t, p.client, "GET", u, with(bad, "Accept", "text/html"), ""); r.status != http.StatusSeeOther {
+			t.Errorf("browser with a bad ticket = %d; want 303 to the login page", r.status)
+		}
+		if got := p.authFails(t) - before; got != 2 {
+			t.Errorf("bad tickets wrote %d auth.log lines; want 2:\n%s", got, strings.Join(p.authLogLines(t), "\n"))
+		}
+		if p.app.hits.Load() != hits {
+			t.Error("a bad ticket reached the app")
+		}
+	})
+	t.Run("CSRF", func(t *testing.T) {
+		cookie := http.Header{"Cookie": {"__Host-PBSAuthCookie=" + p.httpTk}, "Content-Type": {"application/json"}}
+		for _, tt := range []struct {
+			name string
+			h    http.Header
+			want int
+		}{
+			{"cookie alone", cookie, 401},
+			{"cross-site fetch", with(cookie, "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"), 401},
+			{"same-site fetch", with(cookie, "Sec-Fetch-Site", "same-site"), 401},
+			{"other origin", with(cookie, "Origin", "https://evil.example"), 401},
+			{"origin null", with(cookie, "Origin", "null"), 401},
+			{"forged CSRF token", with(cookie, "CSRFPreventionToken", "6B043829:forged"), 401},
+			{"CSRF token", with(cookie, "CSRFPreventionToken", p.lee.csrf), 200},
+			{"same-origin fetch", with(cookie, "Sec-Fetch-Site", "same-origin"), 200},
+			{"own origin", with(cookie, "Origin", p.origin), 200},
+		} {
+			before := p.authFails(t)
+			r := fetch(t, p.client, "POST", u, tt.h, `{"a":1}`)
+			if r.status != tt.want {
+				t.Errorf("POST, %s = %d; want %d", tt.name, r.status, tt.want)
+			}
+			if logged := p.authFails(t) - before; (tt.want == 401) != (logged == 1) {
+				t.Errorf("POST, %s wrote %d auth.log lines", tt.name, logged)
+			}
+			if tt.want == 200 {
+				if s := r.seen(t, tt.name); s.CSRF != "" || s.Body != `{"a":1}` || fmt.Sprint(s.User) != "[lee@pbs]" {
+					t.Errorf("POST, %s: app saw %+v; want the body, lee@pbs, no CSRF header", tt.name, s)
+				}
+			}
+		}
+	})
+	t.Run("streaming", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", p.origin+"/stream", nil)
+		req.Header.Set("Authorization", p.token)
+		resp, err := p.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		// The app holds the second line until the first has reached us through proxyd.
+		line, err := br.ReadString('\n')
+		if err != nil || line != "first\n" {
+			t.Fatalf("first streamed line = %q, %v", line, err)
+		}
+		close(p.app.release)
+		rest, err := io.ReadAll(br)
+		if err != nil || string(rest) != "second\n" {
+			t.Errorf("rest of the stream = %q, %v; want \"second\\n\"", rest, err)
+		}
+	})
+	t.Run("upgrade", func(t *testing.T) {
+		conn, err := tls.Dial("tcp", host, p.client.Transport.(*http.Transport).TLSClientConfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Cookie: __Host-PBSAuthCookie=%s\r\nX-Gatehouse-User: root@pam\r\n\r\n", host, p.httpTk)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Seen-User") != "lee@pbs" {
+			t.Fatalf("upgrade = %d, app saw user %q; want 101 and lee@pbs", resp.StatusCode, resp.Header.Get("X-Seen-User"))
+		}
+		fmt.Fprint(conn, "ping\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+			t.Errorf("echo through the upgraded connection = %q, %v", line, err)
+		}
+	})
+	t.Run("login page", func(t *testing.T) {
+		r := fetch(t, p.client, "GET", p.origin+"/gatehouse/login?next="+url.QueryEscape("/app/page?x=1&y=2"), nil, "")
+		if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") ||
+			!strings.Contains(r.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+			t.Fatalf("login page = %d %v", r.status, r.header)
+		}
+		for _, want := range []string{`<label for="username">`, `<label for="password">`, `<label for="realm">`,
+			`value="pam"`, `data-next="/app/page?x=1&amp;y=2"`, `src="/gatehouse/static/login.js"`} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("login page lacks %s:\n%s", want, r.body)
+			}
+		}
+		for _, next := range []string{"//evil.example/", "/\\evil.example", "https://evil.example/"} {
+			r := fetch(t, p.client, "GET", p.origin+"/gatehouse/login?next="+url.QueryEscape(next), nil, "")
+			if r.status != 200 || !strings.Contains(r.body, `data-next="/"`) {
+				t.Errorf("login page with next=%q = %d; want 200 going back to \"/\"", next, r.status)
+			}
+		}
+		js := fetch(t, p.client, "GET", p.origin+"/gatehouse/static/login.js", nil, "")
+		if js.status != 200 || !strings.Contains(js.header.Get("Content-Type"), "javascript") {
+			t.Fatalf("login.js = %d %v", js.status, js.header)
+		}
+		for _, want := range []string{`fetch('/api2/json/access/ticket'`, `'http-only': 1`, `':!tfa!'`, `location.assign(next)`} {
+			if !strings.Contains(js.body, want) {
+				t.Errorf("login.js lacks %s", want)
+			}
+		}
+		if r := fetch(t, p.client, "GET", p.origin+"/gatehouse/static/login.css", nil, ""); r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/css") {
+			t.Errorf("login.css = %d %v", r.status, r.header)
+		}
+		before := p.app.hits.Load()
+		if r := fetch(t, p.client, "GET", p.origin+"/gatehouse/nothing", http.Header{"Authorization": {p.token}}, ""); r.status != 404 || p.app.hits.Load() != before {
+			t.Errorf("/gatehouse/nothing = %d; want 404 from proxyd, not the app", r.status)
+		}
+	})
+	t.Run("upstream down", func(t *testing.T) {
+		p.app.Close()
+		r := fetch(t, p.client, "GET", u, http.Header{"Authorization": {p.token}}, "")
+		if r.status != http.StatusBadGateway || !strings.Contains(r.body, "upstream application unavailable") {
+			t.Errorf("app down = %d %q; want 502", r.status, r.body)
+		}
+		p.logs["proxyd"].waitFor(t, `msg="proxying to upstream"`, "path=/app/page", "connection refused")
+	})
+}
+
+// TestForwardAuth: /gatehouse/auth as Caddy's forward_auth calls it (the client's headers,
+// X-Forwarded-Method/-Uri/-Host/-Proto): 200 with the identity headers or 401, the CSRF rule
+// for the original method, and the login URL for a browser navigation.
+func TestForwardAuth(t *testing.T) {
+	p := startProxied(t)
+	auth := p.origin + "/gatehouse/auth"
+	fwd := http.Header{"X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/app/page?x=1&y=2"},
+		"X-Forwarded-Host": {"app.example"}, "X-Forwarded-Proto": {"https"}}
+	cookie := with(fwd, "Cookie", "__Host-PBSAuthCookie="+p.httpTk)
+	post := cookie.Clone()
+	post.Set("X-Forwarded-Method", "POST")
+	noMethod := cookie.Clone()
+	noMethod.Del("X-Forwarded-Method")
+	for _, tt := range []struct {
+		name         string
+		h            http.Header
+		want         int
+		user, authid string
+	}{
+		{"token", with(fwd, "Authorization", p.token, "X-Gatehouse-User", "root@pam"), 200, "lee@pbs", "lee@pbs!ci"},
+		{"ticket", with(cookie, "X-Gatehouse-Authid", "root@pam"), 200, "lee@pbs", "lee@pbs"},
+		{"legacy ticket, HEAD", with(fwd, "Cookie", "PBSAuthCookie="+p.lee.ticket, "X-Forwarded-Method", "HEAD"), 200, "lee@pbs", "lee@pbs"},
+		{"forged identity only", with(fwd, "X-Gatehouse-User", "root@pam", "X-Gatehouse-Authid", "root@pam"), 401, "", ""},
+		{"bad ticket", with(fwd, "Cookie", "PBSAuthCookie=PBS:lee@pbs:6B043829::forged"), 401, "", ""},
+		{"POST, cookie alone", post, 401, "", ""},
+		{"POST, CSRF token", with(post, "CSRFPreventionToken", p.lee.csrf), 200, "lee@pbs", "lee@pbs"},
+		{"POST, same-origin fetch", with(post, "Sec-Fetch-Site", "same-origin"), 200, "lee@pbs", "lee@pbs"},
+		{"POST, the app's origin", with(post, "Origin", "https://app.example"), 200, "lee@pbs", "lee@pbs"},
+		{"POST, proxyd's origin", with(post, "Origin", p.origin), 401, "", ""},
+		{"POST, token", with(fwd, "Authorization", p.token, "X-Forwarded-Method", "POST"), 200, "lee@pbs", "lee@pbs!ci"},
+		{"no method header, cookie", noMethod, 401, "", ""},
+	} {
+		for _, m := range []string{"GET", "POST"} { // the method of the auth call itself does not matter
+			r := fetch(t, p.client, m, auth, tt.h, "")
+			if r.status != tt.want || r.header.Get("X-Gatehouse-User") != tt.user || r.header.Get("X-Gatehouse-Authid") != tt.authid {
+				t.Errorf("%s %s = %d user %q authid %q; want %d %q %q", m, tt.name, r.status,
+					r.header.Get("X-Gatehouse-User"), r.header.Get("X-Gatehouse-Authid"), tt.want, tt.user, tt.authid)
+			}
+			if r.status == 401 && r.body != "" {
+				t.Errorf("%s %s: 401 with body %q; want none", m, tt.name, r.body)
+			}
+		}
+	}
+	r := fetch(t, p.client, "GET", auth, with(fwd, "Accept", "text/html"), "")
+	if login := r.header.Get("X-Gatehouse-Login"); r.status != 401 || login != "/gatehouse/login?next=%2Fapp%2Fpage%3Fx%3D1%26y%3D2" {
+		t.Errorf("browser navigation without credentials = %d X-Gatehouse-Login %q; want 401 with the login URL", r.status, login)
+	}
+	if r := fetch(t, p.client, "GET", auth, fwd, ""); r.status != 401 || r.header.Get("X-Gatehouse-Login") != "" {
+		t.Errorf("API call without credentials = %d X-Gatehouse-Login %q; want 401 without", r.status, r.header.Get("X-Gatehouse-Login"))
+	}
+	if p.app.hits.Load() != 0 {
+		t.Errorf("forward-auth calls reached the app %d times", p.app.hits.Load())
+	}
+}

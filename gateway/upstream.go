@@ -1,0 +1,238 @@
+package gateway
+
+// The reverse proxy to the upstream application and the forward-auth endpoint. Both sit behind
+// authed like the API and differ from it only in how a refusal is answered and in the CSRF
+// rule (the request's "door"); see the package comment.
+
+import (
+	"context"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"gatehouse/forward"
+	"gatehouse/reply"
+)
+
+// Headers the upstream application (reverse proxy) and a front proxy (forward-auth) receive.
+// Incoming headers of these names, like every X-Gatehouse-* header, are removed before a
+// request is looked at (forward.Strip in ServeHTTP), so an application may trust them.
+const (
+	HeaderUser   = "X-Gatehouse-User"    // the verified user id, user@realm
+	HeaderAuthid = forward.Authid        // the verified user id, or token id user@realm!name
+	HeaderLogin  = "X-Gatehouse-Login"   // forward-auth 401 to a browser navigation: the login URL
+	csrfHeader   = "CSRFPreventionToken" // PBS's CSRF header
+)
+
+// LoginPath is proxyd's login page; it takes the page to go back to in "next".
+const LoginPath = "/gatehouse/login"
+
+// door is how a request came in: it decides the CSRF rule and how a refusal is answered.
+type door int
+
+const (
+	doorAPI      door = iota // /api2: CSRF token required; refusals are 401 JSON
+	doorUpstream             // reverse proxy: CSRF token or same origin; browsers are redirected
+	doorAuth                 // forward-auth: as doorUpstream, for the original request's method
+)
+
+type doorKey struct{}
+
+func doorOf(r *http.Request) door {
+	d, _ := r.Context().Value(doorKey{}).(door)
+	return d
+}
+
+// through marks r as having come in through d before h authenticates it.
+func through(d door, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h(w, r.WithContext(context.WithValue(r.Context(), doorKey{}, d)))
+	}
+}
+
+// newUpstream returns the reverse proxy to up. It answers 502 when up cannot be reached.
+func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.SetXForwarded() // X-Forwarded-Host and -Proto; X-Forwarded-For is replaced below
+			c := callerOf(pr.In)
+			h := pr.Out.Header
+			if c.client.IsValid() {
+				h.Set("X-Forwarded-For", c.client.Addr().String())
+			}
+			h.Set("X-Forwarded-Proto", "https")
+			h.Set(HeaderUser, c.userid)
+			h.Set(HeaderAuthid, c.authid)
+			h.Del("Authorization")
+			h.Del(csrfHeader)
+			if ck := h.Values("Cookie"); len(ck) > 0 {
+				h.Del("Cookie")
+				if kept := stripCookies(strings.Join(ck, "; "), s.cookie, s.legacy); kept != "" {
+					h.Set("Cookie", kept)
+				}
+			}
+		},
+		FlushInterval: -1, // stream: server-sent events, long polls, downloads
+		ErrorHandler:  s.upstreamDown,
+	}
+}
+
+func (s *Server) upstreamDown(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	s.o.Log.Error("proxying to upstream", "upstream", s.o.Upstream.Redacted(), "path", r.URL.Path, "err", err)
+	reply.Error(w, http.StatusBadGateway, "upstream application unavailable")
+}
+
+// stripCookies removes the named cookies from a Cookie header value and keeps every other
+// cookie byte for byte. Names are compared as net/http parses them (spaces around them
+// trimmed), so a cookie net/http would have read as a ticket never survives.
+func stripCookies(header string, names ...string) string {
+	var kept []string
+	for part := range strings.SplitSeq(header, ";") {
+		p := strings.TrimSpace(part)
+		if p == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(p, "=")
+		name = strings.TrimSpace(name)
+		drop := false
+		for _, n := range names {
+			if name == n {
+				drop = true
+			}
+		}
+		if !drop {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, "; ")
+}
+
+// proxyUpstream sends an authenticated request to the upstream (routed only when there is one).
+func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
+	s.upstream.ServeHTTP(w, r)
+}
+
+// forwardAuth is /gatehouse/auth, any method: authed has checked the request's own
+// credentials; the caller goes back in headers, the body is empty.
+func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r)
+	w.Header().Set(HeaderUser, c.userid)
+	w.Header().Set(HeaderAuthid, c.authid)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+// original is what the request being decided on looks like: the request itself, or for
+// forward-auth the one the front proxy is holding (method, URI, scheme and host from its
+// headers). A forward-auth request without a method header has method "", which is treated as
+// unsafe (fail closed).
+type original struct {
+	method, uri, scheme, host string
+}
+
+func originalOf(r *http.Request) original {
+	if doorOf(r) != doorAuth {
+		return original{r.Method, r.URL.RequestURI(), "https", r.Host}
+	}
+	return original{
+		method: first(r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method")),
+		uri:    first(r.Header.Get("X-Forwarded-Uri"), r.Header.Get("X-Original-URI")),
+		scheme: first(r.Header.Get("X-Forwarded-Proto"), "https"),
+		host:   first(r.Header.Get("X-Forwarded-Host"), r.Host),
+	}
+}
+
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead }
+
+// checkCSRF applies the CSRF rule of r's door to a ticket-authenticated request of userid.
+func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error {
+	o := originalOf(r)
+	if safeMethod(o.method) {
+		return nil
+	}
+	if s.csrf.Load().Check(r.Header.Get(csrfHeader), userid, now) == nil {
+		return nil
+	}
+	if doorOf(r) != doorAPI && sameOrigin(r.Header, o.scheme, o.host) {
+		return nil
+	}
+	return &authFailure{userid, "missing or invalid CSRF prevention token"}
+}
+
+// sameOrigin reports whether the browser says the request comes from the page's own origin:
+// Sec-Fetch-Site "same-origin", or an Origin header equal to scheme://host (ASCII case
+// ignored). Scripts cannot set either header on a cross-site request, and a non-browser client
+// has no victim's cookie to abuse.
+func sameOrigin(h http.Header, scheme, host string) bool {
+	if h.Get("Sec-Fetch-Site") == "same-origin" {
+		return true
+	}
+	o := h.Get("Origin")
+	return o != "" && host != "" && strings.EqualFold(o, scheme+"://"+host)
+}
+
+// browserNavigation reports whether a refusal should send the client to the login page:
+// a GET or HEAD that accepts HTML.
+func browserNavigation(method string, h http.Header) bool {
+	return safeMethod(method) && strings.Contains(strings.ToLower(strings.Join(h.Values("Accept"), ",")), "text/html")
+}
+
+// localPath reports whether next is a path on this origin: it starts with "/" but not "//"
+// or "/\" (which browsers read as another host), and holds no control characters or
+// backslashes a browser could turn into either.
+func localPath(next string) bool {
+	if len(next) == 0 || next[0] != '/' {
+		return false
+	}
+	if len(next) > 1 && (next[1] == '/' || next[1] == '\\') {
+		return false
+	}
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// loginURL is the login page that returns to next, or to "/" when next is not local.
+func loginURL(next string) string {
+	if !localPath(next) {
+		next = "/"
+	}
+	return LoginPath + "?next=" + url.QueryEscape(next)
+}
+
+// deny answers a request that is not authenticated, or failed, as its door wants.
+func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
+	switch doorOf(r) {
+	case doorUpstream:
+		if browserNavigation(r.Method, r.Header) {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, loginURL(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+	case doorAuth:
+		o := originalOf(r)
+		if browserNavigation(o.method, r.Header) {
+			w.Header().Set(HeaderLogin, loginURL(o.uri))
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	reply.Error(w, http.StatusUnauthorized, "authentication failure")
+}

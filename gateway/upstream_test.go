@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+func TestLocalPath(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"/", true},
+		{"/app/page?x=1&y=%2F", true},
+		{"/a//b", true},
+		{"", false},
+		{"app", false},
+		{"//evil.example/", false},
+		{"/\\evil.example/", false},
+		{"/a\\b", false},
+		{"https://evil.example/", false},
+		{"/\t/evil.example", false},
+		{"/\n/evil.example", false},
+		{"/a\x7f", false},
+		{"javascript:alert(1)", false},
+	}
+	for _, tt := range tests {
+		if got := localPath(tt.in); got != tt.want {
+			t.Errorf("localPath(%q) = %v; want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestLoginURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/app/page?x=1&y=2", "/gatehouse/login?next=%2Fapp%2Fpage%3Fx%3D1%26y%3D2"},
+		{"/", "/gatehouse/login?next=%2F"},
+		{"//evil.example/", "/gatehouse/login?next=%2F"},
+		{"", "/gatehouse/login?next=%2F"},
+	}
+	for _, tt := range tests {
+		if got := loginURL(tt.in); got != tt.want {
+			t.Errorf("loginURL(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		name         string
+		h            http.Header
+		scheme, host string
+		want         bool
+	}{
+		{"fetch same-origin", http.Header{"Sec-Fetch-Site": {"same-origin"}}, "https", "gh.example", true},
+		{"fetch same-site", http.Header{"Sec-Fetch-Site": {"same-site"}}, "https", "gh.example", false},
+		{"fetch cross-site", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {"https://gh.example"}}, "https", "gh.example", true},
+		{"fetch none", http.Header{"Sec-Fetch-Site": {"none"}}, "https", "gh.example", false},
+		{"origin equal", http.Header{"Origin": {"https://gh.example:8007"}}, "https", "gh.example:8007", true},
+		{"origin case", http.Header{"Origin": {"https://GH.example"}}, "https", "gh.example", true},
+		{"origin other port", http.Header{"Origin": {"https://gh.example:8443"}}, "https", "gh.example:8007", false},
+		{"origin http", http.Header{"Origin": {"http://gh.example"}}, "https", "gh.example", false},
+		{"origin other host", http.Header{"Origin": {"https://evil.example"}}, "https", "gh.example", false},
+		{"origin suffix", http.Header{"Origin": {"https://gh.example.evil.example"}}, "https", "gh.example", false},
+		{"origin null", http.Header{"Origin": {"null"}}, "https", "gh.example", false},
+		{"no headers", http.Header{}, "https", "gh.example", false},
+		{"no host", http.Header{"Origin": {"https://"}}, "https", "", false},
+		{"forwarded http", http.Header{"Origin": {"http://127.0.0.1:8080"}}, "http", "127.0.0.1:8080", true},
+	}
+	for _, tt := range tests {
+		if got := sameOrigin(tt.h, tt.scheme, tt.host); got != tt.want {
+			t.Errorf("%s: sameOrigin(%v, %q, %q) = %v; want %v", tt.name, tt.h, tt.scheme, tt.host, got, tt.want)
+		}
+	}
+}
+
+func TestBrowserNavigation(t *testing.T) {
+	html := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+	tests := []struct {
+		method, accept string
+		want           bool
+	}{
+		{"GET", html, true},
+		{"HEAD", "TEXT/HTML", true},
+		{"POST", html, false},
+		{"GET", "application/json", false},
+		{"GET", "", false},
+		{"GET", "*/*", false},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		if tt.accept != "" {
+			h.Set("Accept", tt.accept)
+		}
+		if got := browserNavigation(tt.method, h); got != tt.want {
+			t.Errorf("browserNavigation(%s, %q) = %v; want %v", tt.method, tt.accept, got, tt.want)
+		}
+	}
+}
+
+func TestStripCookies(t *testing.T) {
+	names := []string{"__Host-PBSAuthCookie", "PBSAuthCookie"}
+	tests := []struct{ in, want string }{
+		{"PBSAuthCookie=PBS:a; theme=dark", "theme=dark"},
+		{"a=1; __Host-PBSAuthCookie=PBS%3Ax;b=\"q v\"", "a=1; b=\"q v\""},
+		{" PBSAuthCookie =x ; sid=7", "sid=7"},
+		{"PBSAuthCookie=x", ""},
+		{"XPBSAuthCookie=x; PBSAuthCookieX=y", "XPBSAuthCookie=x; PBSAuthCookieX=y"},
+		{"pbsauthcookie=x", "pbsauthcookie=x"}, // net/http names are case-sensitive: not a ticket
+		{";;", ""},
+	}
+	for _, tt := range tests {
+		if got := stripCookies(tt.in, names...); got != tt.want {
+			t.Errorf("stripCookies(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// FuzzLocalPath: a path localPath accepts stays on this origin when resolved as a browser
+// would resolve a Location, and loginURL carries it (or "/") through the query intact.
+func FuzzLocalPath(f *testing.F) {
+	for _, s := range []string{"/", "/app?x=1", "//evil.example", "/\\evil", "/\t/x", "https://x/", "/%2F%2Fevil"} {
+		f.Add(s)
+	}
+	base, _ := url.Parse("https://gh.example/gatehouse/login")
+	f.Fuzz(func(t *testing.T, next string) {
+		ok := localPath(next)
+		if ok {
+			if strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\\\t\r\n") {
+				t.Fatalf("localPath(%q) = true", next)
+			}
+			if u, err := base.Parse(next); err == nil && (u.Host != "gh.example" || u.Scheme != "https") {
+				t.Fatalf("localPath(%q) = true but it resolves to %s", next, u)
+			}
+		}
+		u, err := url.Parse(loginURL(next))
+		if err != nil {
+			t.Fatalf("loginURL(%q) does not parse: %v", next, err)
+		}
+		want := "/"
+		if ok {
+			want = next
+		}
+		if got := u.Query().Get("next"); u.Path != LoginPath || got != want {
+			t.Fatalf("loginURL(%q) = %s carries %q; want %q", next, u, got, want)
+		}
+	})
+}
+
+// FuzzStripCookies: no ticket cookie survives, and every kept cookie was in the input, in
+// order.
+func FuzzStripCookies(f *testing.F) {
+	f.Add("PBSAuthCookie=PBS:a; theme=dark")
+	f.Add(" __Host-PBSAuthCookie = x;;a=1")
+	f.Fuzz(func(t *testing.T, in string) {
+		out := stripCookies(in, "__Host-PBSAuthCookie", "PBSAuthCookie")
+		r := &http.Request{Header: http.Header{"Cookie": {out}}}
+		for _, c := range r.Cookies() {
+			if c.Name == "PBSAuthCookie" || c.Name == "__Host-PBSAuthCookie" {
+				t.Fatalf("stripCookies(%q) = %q keeps ticket cookie %s", in, out, c.Name)
+			}
+		}
+		rest := in
+		for kept := range strings.SplitSeq(out, "; ") {
+			if kept == "" {
+				continue
+			}
+			i := strings.Index(rest, kept)
+			if i < 0 {
+				t.Fatalf("stripCookies(%q) = %q: %q is not in the input in order", in, out, kept)
+			}
+			rest = rest[i+len(kept):]
+		}
+	})
+}
