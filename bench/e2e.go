@@ -66,7 +66,7 @@ func startStack(conns int) (_ *stack, err error) {
 	}
 	addr, err := s.start(ctx, "proxyd", gateway.Main,
 		"--config-dir", d.Config, "--run-dir", d.Run, "--listen", "127.0.0.1:0",
-		"--auth-log", filepath.Join(dir, "auth.log"), "--fail-delay", "-1s")
+		"--auth-log", filepath.Join(dir, "auth.log"), "--fail-delay", "-1s", "--metrics-listen", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}

@@ -117,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	proxyd, err := start(ctx, "proxyd", filepath.Join(o.Bin, "proxyd"), filepath.Join(logDir, "proxyd.log"),
 		"--config-dir", d.Config, "--run-dir", d.Run, "--listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port)),
-		"--auth-log", filepath.Join(logDir, "auth.log"))
+		"--auth-log", filepath.Join(logDir, "auth.log"), "--metrics-listen", "127.0.0.1:0")
 	if err != nil {
 		apid.stop()
 		return err
@@ -131,7 +131,7 @@ func Run(ctx context.Context, o Options) error {
 		err = fmt.Errorf("port %d on 127.0.0.1 is busy (choose another with DEMO_PORT=<port>): %w", o.Port, err)
 	}
 	if err == nil && ctx.Err() == nil {
-		err = greet(ctx, o, d, addr)
+		err = greet(ctx, o, d, addr, proxyd.metrics)
 	}
 	if err != nil || ctx.Err() != nil {
 		stopBoth()
@@ -164,6 +164,7 @@ type daemon struct {
 	name, logPath string
 	cmd           *exec.Cmd
 	addr          chan string   // the "listening" line's addr=, once
+	metrics       string        // proxyd's "metrics listening" addr=; set before addr is sent
 	exited        chan struct{} // closed once the process has been waited for
 	waitErr       error         // set before exited is closed
 }
@@ -196,6 +197,13 @@ func start(ctx context.Context, name, bin, logPath string, args ...string) (*dae
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(logf, line)
+			if !sent && strings.Contains(line, `msg="metrics listening"`) {
+				for f := range strings.FieldsSeq(line) {
+					if a, ok := strings.CutPrefix(f, "addr="); ok {
+						dm.metrics = a
+					}
+				}
+			}
 			if !sent && strings.Contains(line, "msg=listening") {
 				for f := range strings.FieldsSeq(line) {
 					if a, ok := strings.CutPrefix(f, "addr="); ok {
@@ -263,7 +271,7 @@ func tail(path string, n int) string {
 }
 
 // greet bootstraps the administrator on the first run and prints how to use the stack.
-func greet(ctx context.Context, o Options, d layout.Dirs, addr string) error {
+func greet(ctx context.Context, o Options, d layout.Dirs, addr, metrics string) error {
 	c := apidClient{sock: d.Socket(), http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket())
@@ -281,6 +289,9 @@ func greet(ctx context.Context, o Options, d layout.Dirs, addr string) error {
 		fmt.Fprintf(w, "  user:     %s (its password and the secret of %s!%s were printed at the first run)\n", AdminUser, AdminUser, AdminToken)
 		fmt.Fprintf(w, "  to start over: make run-reset (or rm -rf %s)\n", o.Dir)
 		fmt.Fprintf(w, "  logs:     %s\n", filepath.Join(o.Dir, "log"))
+		if metrics != "" {
+			fmt.Fprintf(w, "  metrics:  http://%s/metrics\n", metrics)
+		}
 		fmt.Fprintln(w, "Ctrl-C stops both")
 		return nil
 	}
@@ -326,6 +337,9 @@ func greet(ctx context.Context, o Options, d layout.Dirs, addr string) error {
 	fmt.Fprintf(w, "  curl --cacert %s -H %s %s/version\n", shellQuote(cacert),
 		shellQuote("Authorization: PBSAPIToken="+tok.Data.Tokenid+":"+tok.Data.Value), api)
 	fmt.Fprintf(w, "Logs: %s\n", filepath.Join(o.Dir, "log"))
+	if metrics != "" {
+		fmt.Fprintf(w, "Metrics: http://%s/metrics\n", metrics)
+	}
 	fmt.Fprintln(w, "Ctrl-C stops both")
 	return nil
 }

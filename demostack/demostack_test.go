@@ -174,6 +174,18 @@ func TestDemo(t *testing.T) {
 	if out := shell(curls[1]); !strings.Contains(out, `"version"`) {
 		t.Fatalf("token line answered %q; want the version", out)
 	}
+	metrics := ""
+	for _, l := range d.lines {
+		if m, ok := strings.CutPrefix(l, "Metrics: "); ok {
+			metrics = m
+		}
+	}
+	if !strings.HasPrefix(metrics, "http://127.0.0.1:") {
+		t.Fatalf("no loopback Metrics line in:\n%s", strings.Join(d.lines, "\n"))
+	}
+	if out := shell("curl -sS --fail " + metrics); !strings.Contains(out, `gatehouse_auth_attempts_total{method="token",result="success"} 1`) {
+		t.Errorf("metrics at %s do not count the token call once:\n%.2000s", metrics, out)
+	}
 
 	// The admin creates a user through proxyd; the new user logs in.
 	base := strings.Fields(d.field("Gatehouse demo at"))[0] + "/api2/json"

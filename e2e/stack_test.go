@@ -85,6 +85,7 @@ type stack struct {
 	bin     string // the test binary, copied where uid 65534 can run it
 	base    string
 	url     string // https://127.0.0.1:port/api2/json
+	metrics string // http://127.0.0.1:port/metrics, from proxyd's msg="metrics listening" line
 	authLog string
 	split   bool // proxyd runs as another uid than apid
 	http    *http.Client
@@ -156,7 +157,8 @@ func start(t *testing.T, o options) *stack {
 	}
 	addr := st.run(t, "proxyd", st.split, "--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
 		"--listen", "127.0.0.1:0", "--auth-log", st.authLog, "--fail-delay", "-1s",
-		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1", "--upstream", o.upstream)
+		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1", "--upstream", o.upstream,
+		"--metrics-listen", "127.0.0.1:0")
 	st.url = "https://" + addr + "/api2/json"
 	pem, err := os.ReadFile(st.dirs.ProxyCert())
 	if err != nil {
@@ -173,7 +175,8 @@ func start(t *testing.T, o options) *stack {
 }
 
 // run starts a daemon role, as uid 65534 when asUnprivileged, and returns the address it logs
-// with msg=listening. The process is stopped with SIGTERM at cleanup; its log goes to t.Log.
+// with msg=listening; a msg="metrics listening" line before it sets st.metrics. The process is
+// stopped with SIGTERM at cleanup; its log goes to t.Log.
 func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...string) string {
 	t.Helper()
 	js, _ := json.Marshal(args)
@@ -192,6 +195,7 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 	addr := make(chan string, 1)
 	log := &daemonLog{changed: make(chan struct{})}
 	st.logs[role] = log
+	metrics := "" // written before addr is sent, read after it is received
 	done := make(chan struct{})
 	p := &proc{cmd: cmd, done: done, wait: sync.OnceValue(cmd.Wait)}
 	st.procs[role] = p
@@ -201,11 +205,14 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 		for sc.Scan() {
 			line := sc.Text()
 			log.add(line)
-			if strings.Contains(line, "msg=listening") {
-				for _, f := range strings.Fields(line) {
-					if a, ok := strings.CutPrefix(f, "addr="); ok {
-						addr <- a
-					}
+			for _, f := range strings.Fields(line) {
+				a, ok := strings.CutPrefix(f, "addr=")
+				switch {
+				case !ok:
+				case strings.Contains(line, "msg=listening"):
+					addr <- a
+				case strings.Contains(line, `msg="metrics listening"`):
+					metrics = "http://" + a + "/metrics"
 				}
 			}
 		}
@@ -221,6 +228,9 @@ func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...str
 	if !ok {
 		p.wait()
 		t.Fatalf("%s exited before listening:\n%s", role, log.String())
+	}
+	if metrics != "" {
+		st.metrics = metrics
 	}
 	return a
 }

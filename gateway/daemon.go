@@ -25,8 +25,9 @@ import (
 
 // Main runs proxyd with command-line args until ctx is done. apid must have started once
 // (it makes the generation file, keys and certificate). It logs "listening" with the address
-// once the port accepts. SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and drops the
-// token and user caches (package lifecycle: sd_notify, drain).
+// once the port accepts, after "metrics listening" with the address of /metrics (see
+// --metrics-listen and metrics.go). SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and
+// drops the token and user caches (package lifecycle: sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("proxyd", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -41,8 +42,14 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	refill := fl.Duration("fail-refill", 6*time.Second, "one failure is forgiven per this interval")
 	delay := fl.Duration("fail-delay", 3*time.Second, "how long a failed authentication's answer is held back (negative: none)")
 	prefix := fl.String("prefix", "PBS", "ticket and cookie product prefix")
+	metricsListen := fl.String("metrics-listen", DefaultMetricsListen, "loopback HTTP address of /metrics (empty: none)")
 	if err := fl.Parse(args); err != nil {
 		return err
+	}
+	if *metricsListen != "" {
+		if err := checkLoopback(*metricsListen); err != nil {
+			return err
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	tp, err := authfail.ParseTrusted(*trusted)
@@ -89,8 +96,16 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer guard.Close()
+	tickets := ticket.NewCache(verifier, 10_000)
+	reg := newRegistry()
+	var metrics *Metrics // nil counts nothing
+	if *metricsListen != "" {
+		if metrics, err = NewMetrics(reg, MetricSources{Tokens: tokens, Tickets: tickets, Generations: gen}); err != nil {
+			return err
+		}
+	}
 	s, err := New(Options{
-		Prefix: *prefix, Tickets: ticket.NewCache(verifier, 10_000), CSRF: csrf, Tokens: tokens, Users: us,
+		Prefix: *prefix, Tickets: tickets, Metrics: metrics, CSRF: csrf, Tokens: tokens, Users: us,
 		Revocations: rev, Generations: gen, Guard: guard, Trusted: tp, ApidSocket: d.Socket(), Upstream: up,
 		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log,
 		LoadKeys: func() (*ticket.Verifier, *ticket.CSRFKey, error) {
@@ -110,8 +125,17 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	report := func(err error) { log.Error("watching config", "err", err) }
 	go tokens.Watch(wctx, tokenshadow.WatchInterval, report)
 	go us.Watch(wctx, users.WatchInterval, report)
+	var msrv *http.Server
+	if *metricsListen != "" {
+		if msrv, err = startMetrics(*metricsListen, reg, log); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
+		if msrv != nil {
+			msrv.Close()
+		}
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
 	srv := &http.Server{
@@ -131,6 +155,15 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		cert.p.Store(next)
 		return nil
+	}
+	if msrv != nil {
+		// Registered after the generation file's Close, so it runs before it: /metrics reads
+		// the shared counters.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			msrv.Shutdown(sctx)
+		}()
 	}
 	log.Info("listening", "addr", ln.Addr().String())
 	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred

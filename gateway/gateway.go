@@ -58,6 +58,14 @@
 // https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these headers; anything
 // else is an authentication failure, logged and limited like the others. API tokens need
 // neither.
+//
+// # Metrics
+//
+// proxyd serves Prometheus metrics at /metrics on a second, plain-HTTP listener that must be a
+// loopback address (--metrics-listen, default 127.0.0.1:9807, empty: none), never on the public
+// port: authentication attempts by method and result, the token and ticket cache counters, the
+// shared generation counters, key reloads and request latency by route pattern (metrics.go;
+// the names and labels are listed in README.md).
 package gateway
 
 import (
@@ -114,6 +122,7 @@ type Options struct {
 	LoadKeys func() (*ticket.Verifier, *ticket.CSRFKey, error)
 	Log      *slog.Logger
 	Now      func() time.Time // default time.Now
+	Metrics  *Metrics         // optional (metrics.go)
 }
 
 // Server is the proxyd handler.
@@ -197,7 +206,7 @@ func New(o Options) (*Server, error) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	forward.Strip(r.Header)
-	s.mux.ServeHTTP(w, r)
+	s.o.Metrics.serve(w, r, s.mux)
 }
 
 // caller is a verified identity.
@@ -233,7 +242,12 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			s.deny(w, r)
 			return
 		}
+		method := methodTicket
+		if authz != "" {
+			method = methodToken
+		}
 		if !s.o.Guard.Allow(client.Addr(), now) {
+			s.o.Metrics.auth(method, resultRateLimited)
 			s.tooMany(w, client, now)
 			return
 		}
@@ -250,9 +264,11 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			c, err = s.checkTicket(r, tk, now)
 		}
 		if err != nil {
+			s.o.Metrics.authError(method, err)
 			s.fail(w, r, client, err, now)
 			return
 		}
+		s.o.Metrics.auth(method, resultSuccess)
 		c.client = client
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
 	}
@@ -298,7 +314,9 @@ func (s *Server) checkToken(authz string, now time.Time) (caller, error) {
 	if reason != "" {
 		return caller{}, &authFailure{"", reason}
 	}
-	if err := s.o.Tokens.Verify(id, secret); err != nil {
+	hit, err := s.o.Tokens.VerifyHit(id, secret)
+	s.o.Metrics.tokenCache(hit)
+	if err != nil {
 		if errors.Is(err, tokenshadow.ErrNoToken) || errors.Is(err, tokenshadow.ErrWrongSecret) ||
 			errors.Is(err, tokenshadow.ErrSecretTooLong) {
 			return caller{}, &authFailure{id, "invalid API token"}
@@ -348,6 +366,7 @@ func (s *Server) reloadKeys() error {
 	s.o.Tickets.SetVerifier(v)
 	s.csrf.Store(k)
 	s.keysGen.Store(g)
+	s.o.Metrics.keysReloaded()
 	s.o.Log.Info("reloaded keys", "generation", g)
 	return nil
 }
@@ -386,7 +405,8 @@ func decodeCookie(prefix, v string) string {
 }
 
 func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (caller, error) {
-	userid, issued, err := s.o.Tickets.VerifyUser(tk.value, s.o.Prefix, s.o.Generations.Load(shmem.Keys), now)
+	userid, issued, hit, err := s.o.Tickets.VerifyUserHit(tk.value, s.o.Prefix, s.o.Generations.Load(shmem.Keys), now)
+	s.o.Metrics.ticketCache(hit)
 	if err != nil {
 		return caller{}, &authFailure{"", "invalid ticket"}
 	}

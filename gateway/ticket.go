@@ -25,6 +25,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	now := s.o.Now()
 	client, _ := authfail.ClientAddr(r, s.o.Trusted)
 	if !s.o.Guard.Allow(client.Addr(), now) {
+		s.o.Metrics.ticketRateLimited(s.o.Prefix, r)
 		s.tooMany(w, client, now)
 		return
 	}
@@ -73,6 +74,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		s.apidDown(w, r, err)
 		return
 	}
+	s.o.Metrics.ticketAnswer(ticketCallMethod(s.o.Prefix, p), resp.StatusCode)
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusUnauthorized:

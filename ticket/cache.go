@@ -3,6 +3,7 @@ package ticket
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,20 @@ type Cache struct {
 	v   *Verifier
 	gen uint64                // keys generation the entries were verified at
 	m   map[string]cacheEntry // by ticket string
+
+	misses atomic.Uint64 // see CacheStats
+}
+
+// CacheStats are a Cache's counters since NewCache. Hits are not counted here, as an atomic add
+// on the hit path costs more than the lookup when cores contend (see tokenshadow's counters):
+// VerifyUserHit tells the caller.
+type CacheStats struct {
+	Misses uint64 // VerifyUser checked a signature
+}
+
+// Stats returns the cache counters.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{Misses: c.misses.Load()}
 }
 
 type cacheEntry struct {
@@ -52,6 +67,13 @@ func (c *Cache) SetVerifier(v *Verifier) {
 // the auth keys (from the shared generation counters): entries verified at another generation
 // are dropped, never used. The time window is checked against now on every call.
 func (c *Cache) VerifyUser(ticket, prefix string, keysGen uint64, now time.Time) (userid string, issued time.Time, err error) {
+	userid, issued, _, err = c.VerifyUserHit(ticket, prefix, keysGen, now)
+	return userid, issued, err
+}
+
+// VerifyUserHit is VerifyUser, also reporting whether the signature check was answered from
+// the cache (a hit, whatever the time window then says), for the caller to count.
+func (c *Cache) VerifyUserHit(ticket, prefix string, keysGen uint64, now time.Time) (userid string, issued time.Time, hit bool, err error) {
 	c.mu.RLock()
 	v, gen := c.v, c.gen
 	e, hit := c.m[ticket]
@@ -62,13 +84,14 @@ func (c *Cache) VerifyUser(ticket, prefix string, keysGen uint64, now time.Time)
 	}
 	if hit && e.prefix == prefix {
 		if err := checkWindow("verifying ticket", e.issued, FullLifetime, FullMaxFuture, now); err != nil {
-			return "", time.Time{}, err
+			return "", time.Time{}, true, err
 		}
-		return e.userid, time.Unix(e.issued, 0), nil
+		return e.userid, time.Unix(e.issued, 0), true, nil
 	}
+	c.misses.Add(1)
 	userid, issued, err = v.VerifyUser(ticket, prefix, now)
 	if err != nil {
-		return "", time.Time{}, err
+		return "", time.Time{}, false, err
 	}
 	if len(ticket) <= maxCachedTicketLen {
 		// Clones: ticket and userid may point into a larger request header.
@@ -76,7 +99,7 @@ func (c *Cache) VerifyUser(ticket, prefix string, keysGen uint64, now time.Time)
 			prefix: strings.Clone(prefix), userid: strings.Clone(userid), issued: issued.Unix(),
 		})
 	}
-	return userid, issued, nil
+	return userid, issued, false, nil
 }
 
 // reset drops every entry unless they already are of generation gen.

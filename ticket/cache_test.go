@@ -207,3 +207,31 @@ func TestCacheConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestCacheStatsAndHits(t *testing.T) {
+	c := NewCache(goldenSigner(t).Public(), 0)
+	now := t0.Add(time.Minute)
+	tests := []struct {
+		name    string
+		ticket  string
+		keysGen uint64
+		now     time.Time
+		hit     bool
+		ok      bool
+	}{
+		{"first use", goldenUser, 1, now, false, true},
+		{"second use", goldenUser, 1, now, true, true},
+		{"cached but expired", goldenUser, 1, now.Add(FullLifetime), true, false},
+		{"bad ticket", "PBS:bad", 1, now, false, false},
+		{"keys generation moved", goldenUser, 2, now, false, true},
+	}
+	for _, tt := range tests {
+		_, _, hit, err := c.VerifyUserHit(tt.ticket, "PBS", tt.keysGen, tt.now)
+		if hit != tt.hit || (err == nil) != tt.ok {
+			t.Errorf("%s: VerifyUserHit = hit %v, %v; want hit %v, ok %v", tt.name, hit, err, tt.hit, tt.ok)
+		}
+	}
+	if got, want := c.Stats(), (CacheStats{Misses: 3}); got != want {
+		t.Errorf("Stats() = %+v; want %+v", got, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/quick"
 	"time"
@@ -478,4 +479,70 @@ func TestWatch(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func TestStatsAndHits(t *testing.T) {
+	s, id, secret := newCachedToken(t) // one slow path
+	wantMisses := uint64(1)
+	verify := func(step, secret string, wantHit bool, wantErr error) {
+		t.Helper()
+		hit, err := s.VerifyHit(id, secret)
+		if hit != wantHit || !errors.Is(err, wantErr) {
+			t.Fatalf("%s: VerifyHit = %v, %v; want %v, %v", step, hit, err, wantHit, wantErr)
+		}
+		if got := s.Stats(); got != (Stats{Misses: wantMisses}) {
+			t.Fatalf("after %s: Stats() = %+v; want %d misses, none in flight", step, got, wantMisses)
+		}
+	}
+	verify("a cached secret", secret, true, nil)
+	verify("a cached refusal", "00000000-0000-0000-0000-000000000000", true, ErrWrongSecret)
+	verify("a too long secret", strings.Repeat("x", MaxSecretLen+1), false, ErrSecretTooLong)
+	if _, err := s.Rotate(id); err != nil {
+		t.Fatal(err)
+	}
+	wantMisses++
+	verify("the old secret after a rotation (the generation moved)", secret, false, ErrWrongSecret)
+	wantMisses++
+	if hit, err := s.VerifyHit("alice@pbs!other", secret); hit || !errors.Is(err, ErrNoToken) {
+		t.Fatalf("VerifyHit(unknown) = %v, %v; want false, ErrNoToken", hit, err)
+	}
+	if got := s.Stats().Misses; got != wantMisses {
+		t.Fatalf("after an unknown token: %d misses; want %d", got, wantMisses)
+	}
+}
+
+// TestStatsInFlight runs slow paths (the cache dropped before each) on several goroutines until
+// Stats has seen one running, then checks that none is counted once they have all returned.
+func TestStatsInFlight(t *testing.T) {
+	s, id, secret := newCachedToken(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s.Forget()
+				if err := s.Verify(id, secret); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	seen := false
+	for deadline := time.Now().Add(10 * time.Second); !seen && time.Now().Before(deadline); {
+		seen = s.Stats().InFlight > 0
+	}
+	close(stop)
+	wg.Wait()
+	if !seen {
+		t.Error("Stats().InFlight never rose above 0 while slow paths ran")
+	}
+	if st := s.Stats(); st.InFlight != 0 || st.Misses < 2 {
+		t.Errorf("Stats() = %+v after the slow paths returned; want InFlight 0 and Misses >= 2", st)
+	}
 }
