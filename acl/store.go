@@ -110,6 +110,9 @@ func (s *Store) Admin(id string) (bool, error) {
 	return c.Admin(id), nil
 }
 
+// Forget drops the cached parse; the next Config reads the file again.
+func (s *Store) Forget() { s.snap.Store(nil) }
+
 // CheckFile drops the cached parse when acl.cfg is no longer the file it was read from (a
 // manual edit, which bumps no generation).
 func (s *Store) CheckFile() error {

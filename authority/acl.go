@@ -76,7 +76,7 @@ var errNoSuch = errors.New("no such user or API token")
 // default 1) or, with delete=1, takes it away; administrators only. The auth-id must exist
 // unless deleting; as in PBS, group entries cannot be changed through the API yet.
 func (s *Server) updateACL(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.superuser() {
+	if !c.adminUser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}

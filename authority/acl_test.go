@@ -124,6 +124,11 @@ func TestAdministrators(t *testing.T) {
 	must("boss@pbs!ci", "POST", "/access/users", url.Values{"userid": {"dan@pbs"}}, 200)
 	must("boss@pbs!ci", "PUT", "/access/password", url.Values{"userid": {"carol@pbs"}, "password": {"x-pass-123"}}, 403)
 	must("boss@pbs!ci", "POST", "/access/users/carol@pbs/token/t1", nil, 403)
+	// Nor can it make itself a login: no password for a new user, no roles, no second factors.
+	must("boss@pbs!ci", "POST", "/access/users", url.Values{"userid": {"mallory@pbs"}, "password": {"mallory-pass-1"}}, 403)
+	must("boss@pbs!ci", "PUT", "/access/acl", url.Values{"path": {"/"}, "role": {"Admin"}, "auth-id": {"dan@pbs"}}, 403)
+	must("boss@pbs!ci", "PUT", "/access/users/carol@pbs/unlock-tfa", nil, 403)
+	must("boss@pbs!ci", "PUT", "/config/access/tfa/webauthn", url.Values{"rp": {"evil"}, "origin": {"https://evil.example"}, "id": {"evil.example"}}, 403)
 	// Propagate 0 or another path does not make an administrator.
 	must(root, "PUT", "/access/acl", url.Values{"path": {"/"}, "role": {"Admin"}, "auth-id": {"dan@pbs"}, "propagate": {"0"}}, 200)
 	must("dan@pbs", "GET", "/access/acl", nil, 403)

@@ -52,7 +52,7 @@ func (s *Server) csrfToken(userid string, now time.Time) string {
 var errNoKeyFiles = errors.New("no key files configured")
 
 // Reload reads the signing key (with the retired keys) and the CSRF key again, for SIGHUP after
-// an administrator replaced them, and drops the cached users and token secrets. When a key
+// an administrator replaced them, and drops the cached users, ACL and token secrets. When a key
 // changed, it bumps the keys generation so that every proxyd reloads too. On error the keys in
 // use stay.
 func (s *Server) Reload() error {
@@ -80,6 +80,9 @@ func (s *Server) Reload() error {
 	}
 	s.o.Users.Forget()
 	s.o.Tokens.Forget()
+	if s.o.ACL != nil {
+		s.o.ACL.Forget()
+	}
 	s.o.Log.Info("reloaded", "key", signer.Public().Fingerprint(), "keys_changed", changed)
 	return nil
 }

@@ -290,7 +290,7 @@ func (s *Server) deleteTFA(w http.ResponseWriter, r *http.Request, c who) {
 }
 
 func (s *Server) unlockTFA(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.superuser() {
+	if !c.adminUser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}
@@ -321,7 +321,7 @@ func (s *Server) getWebauthnConfig(w http.ResponseWriter, r *http.Request, c who
 }
 
 func (s *Server) setWebauthnConfig(w http.ResponseWriter, r *http.Request, c who) {
-	if !c.superuser() {
+	if !c.adminUser() {
 		reply.Error(w, http.StatusForbidden, "permission check failed")
 		return
 	}

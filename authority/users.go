@@ -9,6 +9,7 @@ import (
 	"gatehouse/acl"
 	"gatehouse/authid"
 	"gatehouse/params"
+	"gatehouse/realm"
 	"gatehouse/reply"
 	"gatehouse/tfa"
 	"gatehouse/tokenshadow"
@@ -151,6 +152,10 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	pw := p["password"]
+	if pw != "" && c.authid.IsToken() {
+		reply.Error(w, http.StatusForbidden, "API tokens cannot set passwords")
+		return
+	}
 	if pw != "" && a.Realm != "pbs" {
 		reply.Invalid(w, params.Error{"password": "only pbs-realm passwords are stored by Gatehouse"})
 		return
@@ -259,6 +264,8 @@ func (s *Server) answerUpdate(w http.ResponseWriter, err error, doing string) {
 		reply.Invalid(w, err)
 	case errors.Is(err, users.ErrNoUser), errors.Is(err, users.ErrNoToken), errors.Is(err, tokenshadow.ErrNoToken):
 		reply.Error(w, http.StatusNotFound, doing+": not found")
+	case errors.Is(err, realm.ErrInvalidPassword):
+		reply.Invalid(w, params.Error{"password": "password does not meet the requirements"})
 	case errors.Is(err, users.ErrInvalid):
 		reply.Error(w, http.StatusBadRequest, doing+": "+err.Error())
 	default:
@@ -304,7 +311,9 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	if err == nil && s.o.Realms.Passwords != nil {
 		if a, _ := authid.ParseUserid(id); a.Realm == "pbs" {
-			err = s.o.Realms.Passwords.Delete(id)
+			if err = s.o.Realms.Passwords.Delete(id); errors.Is(err, realm.ErrNoPassword) {
+				err = nil // a pbs user made without a password
+			}
 		}
 	}
 	if err == nil {

@@ -3,6 +3,7 @@ package authority
 import (
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 )
@@ -38,5 +39,67 @@ func TestCreateUserRefusalKeepsPassword(t *testing.T) {
 	code, body = as(t, s, Superuser, "PUT", "/access/users/ann@pbs", url.Values{"comment": {"x\x7fy"}})
 	if code != http.StatusBadRequest {
 		t.Errorf("updating ann with a control character = %d %s; want 400", code, body)
+	}
+
+	// A password PBS's schema refuses is the caller's mistake, not an internal error.
+	code, body = as(t, s, Superuser, "POST", "/access/users", url.Values{"userid": {"cid@pbs"}, "password": {"bad\x00pass"}})
+	if code != http.StatusBadRequest {
+		t.Errorf("creating cid with a NUL in the password = %d %s; want 400", code, body)
+	}
+	code, body = as(t, s, Superuser, "PUT", "/access/password", url.Values{"userid": {"ann@pbs"}, "password": {"bad\x00pass"}})
+	if code != http.StatusBadRequest {
+		t.Errorf("setting ann's password with a NUL = %d %s; want 400", code, body)
+	}
+}
+
+// TestDeleteUserWithoutPassword: a pbs user made without a password is deleted whole, second
+// factors included.
+func TestDeleteUserWithoutPassword(t *testing.T) {
+	s, _ := newTestServer(t)
+	if code, body := as(t, s, Superuser, "POST", "/access/users", url.Values{"userid": {"pat@pbs"}}); code != 200 {
+		t.Fatalf("creating pat = %d %s", code, body)
+	}
+	if code, body := as(t, s, Superuser, "POST", "/access/tfa/pat@pbs", url.Values{"type": {"recovery"}}); code != 200 {
+		t.Fatalf("recovery codes for pat = %d %s", code, body)
+	}
+	if code, body := as(t, s, Superuser, "DELETE", "/access/users/pat@pbs", nil); code != 200 {
+		t.Fatalf("deleting pat = %d %s; want 200", code, body)
+	}
+	cfg, err := s.o.TFA.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Users["pat@pbs"]; ok {
+		t.Error("pat's second factors survived the deletion")
+	}
+}
+
+// TestBrokenACL: an acl.cfg apid cannot parse takes the administrators' rights away but lets
+// every user reach their own things (before, every call but root@pam's was a 500).
+func TestBrokenACL(t *testing.T) {
+	s, d := newTestServer(t)
+	for _, f := range []url.Values{{"userid": {"ann@pbs"}, "password": {"ann-pass-1"}}, {"userid": {"boss@pbs"}}} {
+		if code, body := as(t, s, Superuser, "POST", "/access/users", f); code != 200 {
+			t.Fatalf("creating %s = %d %s", f.Get("userid"), code, body)
+		}
+	}
+	if code, body := as(t, s, Superuser, "PUT", "/access/acl", url.Values{"path": {"/"}, "role": {"Admin"}, "auth-id": {"boss@pbs"}}); code != 200 {
+		t.Fatalf("granting boss Admin = %d %s", code, body)
+	}
+	if err := os.WriteFile(d.AclCfg(), []byte("acl:1:/:boss@pbs\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s.o.ACL.Forget()
+	if code, body := as(t, s, "ann@pbs", "GET", "/access/users/ann@pbs", nil); code != 200 {
+		t.Errorf("ann reading herself with a broken acl.cfg = %d %s; want 200", code, body)
+	}
+	if code, body := as(t, s, "ann@pbs", "DELETE", "/access/ticket", nil); code != 200 {
+		t.Errorf("ann logging out with a broken acl.cfg = %d %s; want 200", code, body)
+	}
+	if code, body := as(t, s, "boss@pbs", "POST", "/access/users", url.Values{"userid": {"x@pbs"}}); code != http.StatusForbidden {
+		t.Errorf("boss creating a user with a broken acl.cfg = %d %s; want 403", code, body)
+	}
+	if code, body := as(t, s, Superuser, "POST", "/access/users", url.Values{"userid": {"y@pbs"}}); code != 200 {
+		t.Errorf("root@pam creating a user with a broken acl.cfg = %d %s; want 200", code, body)
 	}
 }

@@ -30,7 +30,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"gatehouse/apidclient"
 	"gatehouse/layout"
 )
 
@@ -270,21 +271,19 @@ func tail(path string, n int) string {
 	return "  " + strings.Join(lines, "\n  ")
 }
 
-// greet bootstraps the administrator on the first run and prints how to use the stack.
+// greet bootstraps the administrator on the first run and prints how to use the stack. The
+// first run is finished when admin@pbs's token exists: a run that stopped before (after making
+// the user, say) is finished by the next one, which sets a new password and prints it, so the
+// password is never lost.
 func greet(ctx context.Context, o Options, d layout.Dirs, addr, metrics string) error {
-	c := apidClient{sock: d.Socket(), http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", d.Socket())
-		}}}}
+	c := apidclient.New(d.Socket())
 	base := "https://" + addr
 	api := base + "/api2/json"
 	cacert := filepath.Join(d.Config, "proxy.pem")
 	w := o.Stdout
-	status, _, err := c.call(ctx, "GET", "/access/users/"+AdminUser, nil)
-	if err != nil {
-		return err
-	}
-	if status == http.StatusOK {
+	tokenPath := "/access/users/" + AdminUser + "/token/" + AdminToken
+	err := c.Call(ctx, "GET", tokenPath, nil, nil)
+	if err == nil {
 		fmt.Fprintf(w, "Gatehouse demo at %s (API under %s)\n", base, api)
 		fmt.Fprintf(w, "  user:     %s (its password and the secret of %s!%s were printed at the first run)\n", AdminUser, AdminUser, AdminToken)
 		fmt.Fprintf(w, "  to start over: make run-reset (or rm -rf %s)\n", o.Dir)
@@ -295,47 +294,41 @@ func greet(ctx context.Context, o Options, d layout.Dirs, addr, metrics string) 
 		fmt.Fprintln(w, "Ctrl-C stops both")
 		return nil
 	}
-	if status != http.StatusNotFound {
-		return fmt.Errorf("looking up %s on apid: status %d", AdminUser, status)
+	if !apidclient.IsStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("looking up %s!%s on apid: %w", AdminUser, AdminToken, err)
 	}
 	password := rand.Text() // 26 base32 characters, 130 bits
-	steps := []struct {
-		method, path string
-		form         url.Values
-	}{
-		{"POST", "/access/users", url.Values{"userid": {AdminUser}, "password": {password}, "comment": {"demo administrator"}}},
-		{"PUT", "/access/acl", url.Values{"path": {"/"}, "role": {"Admin"}, "auth-id": {AdminUser}, "propagate": {"1"}}},
+	err = c.Call(ctx, "GET", "/access/users/"+AdminUser, nil, nil)
+	switch {
+	case err == nil: // an earlier first run stopped half-way: its password was never shown
+		err = c.Call(ctx, "PUT", "/access/password", url.Values{"userid": {AdminUser}, "password": {password}}, nil)
+	case apidclient.IsStatus(err, http.StatusNotFound):
+		err = c.Call(ctx, "POST", "/access/users", url.Values{"userid": {AdminUser}, "password": {password}, "comment": {"demo administrator"}}, nil)
 	}
-	for _, s := range steps {
-		status, body, err := c.call(ctx, s.method, s.path, s.form)
-		if err != nil {
-			return err
-		}
-		if status != http.StatusOK {
-			return fmt.Errorf("bootstrapping %s: %s %s answered %d: %s", AdminUser, s.method, s.path, status, body)
-		}
+	if err == nil {
+		err = c.Call(ctx, "PUT", "/access/acl", url.Values{"path": {"/"}, "role": {"Admin"}, "auth-id": {AdminUser}, "propagate": {"1"}}, nil)
 	}
-	status, body, err := c.call(ctx, "POST", "/access/users/"+AdminUser+"/token/"+AdminToken, url.Values{"comment": {"demo token"}})
+	var tok struct{ Tokenid, Value string }
+	if err == nil {
+		err = c.Call(ctx, "POST", tokenPath, url.Values{"comment": {"demo token"}}, &tok)
+	}
+	if err == nil && tok.Value == "" {
+		err = errors.New("apid answered no secret")
+	}
 	if err != nil {
-		return err
-	}
-	var tok struct {
-		Data struct{ Tokenid, Value string }
-	}
-	if status != http.StatusOK || json.Unmarshal(body, &tok) != nil || tok.Data.Value == "" {
-		return fmt.Errorf("creating token %s!%s: status %d", AdminUser, AdminToken, status)
+		return fmt.Errorf("bootstrapping %s: %w", AdminUser, err)
 	}
 	fmt.Fprintf(w, "Gatehouse demo at %s (API under %s)\n", base, api)
 	fmt.Fprintf(w, "  user:     %s (Admin on /)\n", AdminUser)
 	fmt.Fprintf(w, "  password: %s\n", password)
-	fmt.Fprintf(w, "  token:    %s (no Admin of its own: tokens do not inherit it)\n", tok.Data.Tokenid)
-	fmt.Fprintf(w, "  secret:   %s\n", tok.Data.Value)
+	fmt.Fprintf(w, "  token:    %s (no Admin of its own: tokens do not inherit it)\n", tok.Tokenid)
+	fmt.Fprintf(w, "  secret:   %s\n", tok.Value)
 	fmt.Fprintln(w, "  (printed this once; to start over: make run-reset, or rm -rf "+o.Dir+")")
 	fmt.Fprintln(w, "Get a ticket:")
 	fmt.Fprintf(w, "  curl --cacert %s %s/access/ticket -d username=%s -d password=%s\n", shellQuote(cacert), api, AdminUser, password)
 	fmt.Fprintln(w, "Call the API with the token:")
 	fmt.Fprintf(w, "  curl --cacert %s -H %s %s/version\n", shellQuote(cacert),
-		shellQuote("Authorization: PBSAPIToken="+tok.Data.Tokenid+":"+tok.Data.Value), api)
+		shellQuote("Authorization: PBSAPIToken="+tok.Tokenid+":"+tok.Value), api)
 	fmt.Fprintf(w, "Logs: %s\n", filepath.Join(o.Dir, "log"))
 	if metrics != "" {
 		fmt.Fprintf(w, "Metrics: http://%s/metrics\n", metrics)
@@ -350,34 +343,4 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// apidClient calls apid over its socket as the local administrator (no client address).
-type apidClient struct {
-	sock string
-	http *http.Client
-}
-
-func (c apidClient) call(ctx context.Context, method, path string, form url.Values) (int, []byte, error) {
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://apid/api2/json"+path, body)
-	if err != nil {
-		return 0, nil, fmt.Errorf("calling apid %s %s: %w", method, path, err)
-	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("calling apid on %s: %s %s: %w", c.sock, method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading apid's answer to %s %s: %w", method, path, err)
-	}
-	return resp.StatusCode, data, nil
 }

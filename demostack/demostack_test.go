@@ -2,6 +2,7 @@ package demostack
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -18,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gatehouse/apidclient"
 )
 
 // binDir holds apid, proxyd and gatehouse-demo, built once by TestMain.
@@ -238,6 +241,29 @@ func TestDemo(t *testing.T) {
 	all := strings.Join(d.lines, "\n")
 	if strings.Contains(all, password) || d.field("password:") != "" || d.field("secret:") != "" || !strings.Contains(all, "printed at the first run") {
 		t.Errorf("second run printed:\n%s\nwant no password nor secret, and where they were printed", all)
+	}
+	// A first run that stopped before its token existed (its password never shown) is
+	// finished by the next run: a new password and a token, printed.
+	if err := apidclient.New(filepath.Join(dir, "run", "apid.sock")).Call(context.Background(), "DELETE",
+		"/access/users/"+AdminUser+"/token/"+AdminToken, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.interrupt(t)
+	d = runDemo(t, bin, dir, "--port", "0")
+	again := d.field("password:")
+	if len(again) != 26 || again == password || d.field("secret:") == "" {
+		t.Fatalf("run after an unfinished first run printed:\n%s\nwant a new password and a secret", strings.Join(d.lines, "\n"))
+	}
+	base = strings.Fields(d.field("Gatehouse demo at"))[0] + "/api2/json"
+	for pw, want := range map[string]int{again: 200, password: 401} {
+		resp, err := client.PostForm(base+"/access/ticket", url.Values{"username": {AdminUser}, "password": {pw}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("admin login with the %s password = %d; want %d", map[bool]string{true: "new", false: "old"}[pw == again], resp.StatusCode, want)
+		}
 	}
 	d.interrupt(t)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -321,19 +322,36 @@ func TestReverseProxy(t *testing.T) {
 		}
 	})
 	t.Run("upgrade", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", host, p.client.Transport.(*http.Transport).TLSClientConfig)
-		if err != nil {
-			t.Fatal(err)
+		// handshake opens a WebSocket with the ticket cookie and the given Origin header.
+		handshake := func(origin string) (*http.Response, *bufio.Reader, net.Conn) {
+			t.Helper()
+			conn, err := tls.Dial("tcp", host, p.client.Transport.(*http.Transport).TLSClientConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			hdr := ""
+			if origin != "" {
+				hdr = "Origin: " + origin + "\r\n"
+			}
+			fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s"+
+				"Cookie: __Host-PBSAuthCookie=%s\r\nX-Gatehouse-User: root@pam\r\n\r\n", host, hdr, p.httpTk)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp, br, conn
 		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
-			"Cookie: __Host-PBSAuthCookie=%s\r\nX-Gatehouse-User: root@pam\r\n\r\n", host, p.httpTk)
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
+		// A cross-site page may open a WebSocket with the victim's cookies: without the
+		// page's own Origin (or a CSRF token) the handshake is refused like a POST.
+		for _, origin := range []string{"", "https://evil.example"} {
+			if resp, _, _ := handshake(origin); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("upgrade with Origin %q = %d; want 401", origin, resp.StatusCode)
+			}
 		}
+		resp, br, conn := handshake("https://" + host)
 		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Seen-User") != "lee@pbs" {
 			t.Fatalf("upgrade = %d, app saw user %q; want 101 and lee@pbs", resp.StatusCode, resp.Header.Get("X-Seen-User"))
 		}
@@ -418,6 +436,10 @@ func TestForwardAuth(t *testing.T) {
 		{"POST, proxyd's origin", with(post, "Origin", p.origin), 401, "", ""},
 		{"POST, token", with(fwd, "Authorization", p.token, "X-Forwarded-Method", "POST"), 200, "lee@pbs", "lee@pbs!ci"},
 		{"no method header, cookie", noMethod, 401, "", ""},
+		// nginx sets X-Original-Method; a client adding X-Forwarded-Method: GET to its POST
+		// makes the two disagree, and a disagreement is unsafe.
+		{"POST with a spoofed GET header, cookie", with(post, "X-Forwarded-Method", "GET", "X-Original-Method", "POST"), 401, "", ""},
+		{"both method headers GET, cookie", with(cookie, "X-Original-Method", "GET"), 200, "lee@pbs", "lee@pbs"},
 	} {
 		for _, m := range []string{"GET", "POST"} { // the method of the auth call itself does not matter
 			r := fetch(t, p.client, m, auth, tt.h, "")

@@ -56,8 +56,9 @@
 // needs a valid CSRFPreventionToken or a same-origin browser request: Sec-Fetch-Site
 // "same-origin", or Origin equal to https://<Host> (forward-auth: <X-Forwarded-Proto or
 // https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these headers; anything
-// else is an authentication failure, logged and limited like the others. API tokens need
-// neither.
+// else is an authentication failure, logged and limited like the others. A WebSocket handshake
+// (GET with Upgrade) is checked like a POST. Forward-auth headers X-Forwarded-Method and
+// X-Original-Method that disagree make the method unsafe. API tokens need neither.
 //
 // # Metrics
 //

@@ -68,6 +68,8 @@ func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
 			h.Set(HeaderAuthid, c.authid)
 			h.Del("Authorization")
 			h.Del(csrfHeader)
+			h.Del("Forwarded") // the client's own claims about its address
+			h.Del("X-Real-Ip")
 			if ck := h.Values("Cookie"); len(ck) > 0 {
 				h.Del("Cookie")
 				if kept := stripCookies(strings.Join(ck, "; "), s.cookie, s.legacy); kept != "" {
@@ -140,8 +142,16 @@ func originalOf(r *http.Request) original {
 	if doorOf(r) != doorAuth {
 		return original{r.Method, r.URL.RequestURI(), "https", r.Host}
 	}
+	// Caddy sets X-Forwarded-Method, the nginx configuration X-Original-Method, and each passes
+	// the client's own headers on: the client may add the other one. When both are there and
+	// disagree, the method is unknown, hence unsafe.
+	fwd, orig := r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method")
+	method := first(fwd, orig)
+	if fwd != "" && orig != "" && !strings.EqualFold(fwd, orig) {
+		method = ""
+	}
 	return original{
-		method: first(r.Header.Get("X-Forwarded-Method"), r.Header.Get("X-Original-Method")),
+		method: method,
 		uri:    first(r.Header.Get("X-Forwarded-Uri"), r.Header.Get("X-Original-URI")),
 		scheme: first(r.Header.Get("X-Forwarded-Proto"), "https"),
 		host:   first(r.Header.Get("X-Forwarded-Host"), r.Host),
@@ -160,7 +170,9 @@ func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodH
 // checkCSRF applies the CSRF rule of r's door to a ticket-authenticated request of userid.
 func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error {
 	o := originalOf(r)
-	if safeMethod(o.method) {
+	// A WebSocket handshake is a GET that opens a two-way channel: browsers send it cross-site
+	// with the cookies, so it is checked like a POST (browsers always send Origin with it).
+	if safeMethod(o.method) && r.Header.Get("Upgrade") == "" {
 		return nil
 	}
 	if s.csrf.Load().Check(r.Header.Get(csrfHeader), userid, now) == nil {

@@ -221,8 +221,8 @@ system's passwords.`,
 			} else if _, ok := a.terminal(); needPassword && !ok {
 				return usagef(cmd, "stdin is not a terminal to type the password of %s on: give it with --password-stdin, or add --no-password", u.Userid())
 			}
-			// apid sets a pbs password before it finds that the user exists: never send one for
-			// an existing user (and do not prompt for it).
+			// Ask first, so that nobody types a password for a user who exists (apid would
+			// refuse the creation, and leave the existing password alone).
 			err = a.client().Call(cmd.Context(), http.MethodGet, userPath(u.Userid()), nil, nil)
 			if err == nil {
 				return fmt.Errorf("adding user %s: user %s already exists", u.Userid(), u.Userid())
