@@ -183,9 +183,12 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, c who) {
 		cfg.DeleteToken(tokenid)
 		return nil
 	})
-	if err == nil {
-		// A token made again under the same name must not inherit the old one's roles.
-		err = s.o.ACL.Update(func(a *acl.Config) error { a.RemoveAuthid(tokenid); return nil })
+	if err == nil || errors.Is(err, users.ErrNoToken) {
+		// A token made again under the same name must not inherit the old one's roles, also
+		// when user.cfg had lost its entry.
+		if aerr := s.o.ACL.Update(func(a *acl.Config) error { a.RemoveAuthid(tokenid); return nil }); aerr != nil {
+			err = aerr
+		}
 	}
 	s.answerUpdate(w, err, "deleting token "+tokenid)
 }

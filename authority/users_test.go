@@ -103,3 +103,25 @@ func TestBrokenACL(t *testing.T) {
 		t.Errorf("root@pam creating a user with a broken acl.cfg = %d %s; want 200", code, body)
 	}
 }
+
+// TestDeleteTokenDropsStaleACL: deleting a token that user.cfg no longer lists still removes
+// its ACL entries, so a token made later under that name is no administrator.
+func TestDeleteTokenDropsStaleACL(t *testing.T) {
+	s, d := newTestServer(t)
+	if code, body := as(t, s, Superuser, "POST", "/access/users", url.Values{"userid": {"boss@pbs"}}); code != 200 {
+		t.Fatalf("creating boss = %d %s", code, body)
+	}
+	if err := os.WriteFile(d.AclCfg(), []byte("acl:1:/:boss@pbs!ci:Admin\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s.o.ACL.Forget()
+	if code, body := as(t, s, Superuser, "DELETE", "/access/users/boss@pbs/token/ci", nil); code != http.StatusNotFound {
+		t.Errorf("deleting the unlisted token = %d %s; want 404", code, body)
+	}
+	if code, body := as(t, s, Superuser, "POST", "/access/users/boss@pbs/token/ci", nil); code != 200 {
+		t.Fatalf("creating boss@pbs!ci = %d %s", code, body)
+	}
+	if code, _ := as(t, s, "boss@pbs!ci", "GET", "/access/acl", nil); code != http.StatusForbidden {
+		t.Errorf("the new boss@pbs!ci reads the ACL with %d; want 403 (no inherited Admin)", code)
+	}
+}
