@@ -58,8 +58,13 @@ func TestACLAdministrator(t *testing.T) {
 		t.Errorf("after the removal: create user = %d; want 403 at once", got)
 	}
 	grant("boss@pbs!ci", false)
-	if got := createUser(asToken, "u4@pbs"); got != 200 {
-		t.Errorf("token with its own Admin: create user = %d; want 200", got)
+	// With its own Admin the token manages users, but sets no password: it cannot make itself
+	// a login.
+	if got := createUser(asToken, "u4@pbs"); got != 403 {
+		t.Errorf("token with its own Admin: create user with a password = %d; want 403", got)
+	}
+	if got := st.do(t, call{method: "POST", path: "/access/users", form: url.Values{"userid": {"u5@pbs"}}, header: asToken}).status; got != 200 {
+		t.Errorf("token with its own Admin: create user without a password = %d; want 200", got)
 	}
 
 	if fi, err := os.Stat(st.dirs.AclCfg()); err != nil || fi.Mode().Perm() != 0o640 {
