@@ -148,12 +148,12 @@ func TestStore(t *testing.T) {
 	if ok, err := b.Admin("x@pbs"); err != nil || ok {
 		t.Fatalf("missing file: Admin = %v, %v; want false, nil", ok, err)
 	}
-	before := a.gen.Load(shmem.User)
+	before := a.Generations().Load(shmem.User)
 	if err := a.Update(func(c *Config) error { c.Set("/", "x@pbs", false, RoleAdmin, true); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if a.gen.Load(shmem.User) != before+1 {
-		t.Errorf("Update bumped the user generation %d -> %d; want +1", before, a.gen.Load(shmem.User))
+	if a.Generations().Load(shmem.User) != before+1 {
+		t.Errorf("Update bumped the user generation %d -> %d; want +1", before, a.Generations().Load(shmem.User))
 	}
 	// b cached "no file" at the old generation: the bump makes it read the file again.
 	if ok, err := b.Admin("x@pbs"); err != nil || !ok {
@@ -167,9 +167,9 @@ func TestStore(t *testing.T) {
 		t.Errorf("acl.cfg = %q", got)
 	}
 	// An unchanged update writes nothing and bumps nothing.
-	g := a.gen.Load(shmem.User)
-	if err := a.Update(func(c *Config) error { c.Set("/", "x@pbs", false, RoleAdmin, true); return nil }); err != nil || a.gen.Load(shmem.User) != g {
-		t.Errorf("no-op Update: %v, generation %d -> %d", err, g, a.gen.Load(shmem.User))
+	g := a.Generations().Load(shmem.User)
+	if err := a.Update(func(c *Config) error { c.Set("/", "x@pbs", false, RoleAdmin, true); return nil }); err != nil || a.Generations().Load(shmem.User) != g {
+		t.Errorf("no-op Update: %v, generation %d -> %d", err, g, a.Generations().Load(shmem.User))
 	}
 	if err := a.Update(func(c *Config) error { c.RemoveUser("x@pbs"); return nil }); err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestStore(t *testing.T) {
 	if err := os.Chmod(a.Path(), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	a.gen.Bump(shmem.User)
+	a.Generations().Bump(shmem.User)
 	if _, err := a.Config(); !errors.Is(err, ErrPermissions) {
 		t.Errorf("world-writable file: Config = %v; want ErrPermissions", err)
 	}

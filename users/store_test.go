@@ -75,8 +75,8 @@ func TestOpenOptions(t *testing.T) {
 		t.Errorf("Open(no generations) = %v; want an error naming the path", err)
 	}
 	s := newStore(t)
-	if s.lockPath != filepath.Join(filepath.Dir(s.Path()), ".user.lck") || s.mode != 0o640 {
-		t.Errorf("defaults: lock %s, mode %04o; want .user.lck beside user.cfg, 0640", s.lockPath, s.mode)
+	if s.LockPath() != filepath.Join(filepath.Dir(s.Path()), ".user.lck") || s.Mode() != 0o640 {
+		t.Errorf("defaults: lock %s, mode %04o; want .user.lck beside user.cfg, 0640", s.LockPath(), s.Mode())
 	}
 }
 
@@ -89,7 +89,7 @@ func TestMissingFileAndBootstrap(t *testing.T) {
 	if us := c.Users(); len(us) != 1 || us[0].ID != Root {
 		t.Errorf("Config() of a missing file: users %+v; want root@pam alone", us)
 	}
-	g := s.gen.Load(shmem.User)
+	g := s.Generations().Load(shmem.User)
 	if err := s.Bootstrap(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestMissingFileAndBootstrap(t *testing.T) {
 	if fi, _ := os.Stat(s.Path()); fi.Mode().Perm() != 0o640 {
 		t.Errorf("user.cfg mode = %04o; want 0640", fi.Mode().Perm())
 	}
-	if got := s.gen.Load(shmem.User); got != g+1 {
+	if got := s.Generations().Load(shmem.User); got != g+1 {
 		t.Errorf("Bootstrap: generation %d -> %d; want one bump", g, got)
 	}
 	c, err = s.Config()
@@ -114,14 +114,14 @@ func TestMissingFileAndBootstrap(t *testing.T) {
 	// A second Bootstrap, or one over any existing file, changes nothing.
 	for _, content := range []string{want, "user: alice@pbs\n", "not a section config\n"} {
 		writeFile(t, s.Path(), content, 0o640)
-		g := s.gen.Load(shmem.User)
+		g := s.Generations().Load(shmem.User)
 		if err := s.Bootstrap(); err != nil {
 			t.Errorf("Bootstrap over %q = %v; want nil", content, err)
 		}
 		if got := readFile(t, s.Path()); got != content {
 			t.Errorf("Bootstrap over %q rewrote it: %q", content, got)
 		}
-		if s.gen.Load(shmem.User) != g {
+		if s.Generations().Load(shmem.User) != g {
 			t.Errorf("Bootstrap over an existing file bumped the generation")
 		}
 	}
@@ -189,7 +189,7 @@ func TestBumpAfterDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		g := r.gen.Load(shmem.User)
+		g := r.Generations().Load(shmem.User)
 		comment := "round " + string(rune('a'+i))
 		var seen string
 		var wg sync.WaitGroup
@@ -197,7 +197,7 @@ func TestBumpAfterDurable(t *testing.T) {
 		wg.Go(func() {
 			// Wait for the bump (or for Update to return, after which it has happened).
 		wait:
-			for r.gen.Load(shmem.User) == g {
+			for r.Generations().Load(shmem.User) == g {
 				select {
 				case <-done:
 					break wait
@@ -214,7 +214,7 @@ func TestBumpAfterDurable(t *testing.T) {
 			seen = u.Comment
 		})
 		err := w.Update(func(c *Config) error {
-			if r.gen.Load(shmem.User) != g {
+			if r.Generations().Load(shmem.User) != g {
 				t.Errorf("generation moved before the write")
 			}
 			u, _ := c.User(Root)
@@ -224,7 +224,7 @@ func TestBumpAfterDurable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := r.gen.Load(shmem.User); got != g+1 {
+		if got := r.Generations().Load(shmem.User); got != g+1 {
 			t.Errorf("Update: generation %d -> %d; want one bump", g, got)
 		}
 		close(done)
@@ -241,7 +241,7 @@ func TestUpdateRefusesAndKeeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := readFile(t, s.Path())
-	g := s.gen.Load(shmem.User)
+	g := s.Generations().Load(shmem.User)
 
 	// fn's error: nothing written.
 	boom := errors.New("boom")
@@ -258,7 +258,7 @@ func TestUpdateRefusesAndKeeps(t *testing.T) {
 	if err := s.Update(func(c *Config) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if got := readFile(t, s.Path()); got != before || s.gen.Load(shmem.User) != g {
+	if got := readFile(t, s.Path()); got != before || s.Generations().Load(shmem.User) != g {
 		t.Errorf("failed or empty Updates changed the file or the generation: %q", got)
 	}
 
@@ -283,7 +283,7 @@ func TestUpdateRefusesAndKeeps(t *testing.T) {
 		if got := readFile(t, s.Path()); got != bad {
 			t.Errorf("Update over an unparsable file changed it: %q; want %q", got, bad)
 		}
-		if s.gen.Load(shmem.User) != g {
+		if s.Generations().Load(shmem.User) != g {
 			t.Errorf("refused Update bumped the generation")
 		}
 	}
