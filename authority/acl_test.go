@@ -93,7 +93,9 @@ func TestAdministrators(t *testing.T) {
 	// boss is an administrator now: users, others' tokens, TFA unlock, the ACL.
 	must("boss@pbs", "POST", "/access/users", url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-1"}}, 200)
 	must("boss@pbs", "PUT", "/access/users/carol@pbs", url.Values{"enable": {"0"}}, 200)
-	must("boss@pbs", "PUT", "/access/password", url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}}, 200)
+	must("boss@pbs", "PUT", "/access/password", url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}}, 401) // no confirmation
+	must("boss@pbs", "PUT", "/access/password", url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}, "confirmation-password": {"carol-pass-1"}}, 401)
+	must("boss@pbs", "PUT", "/access/password", url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}, "confirmation-password": {"boss-pass-1"}}, 200)
 	must("boss@pbs", "PUT", "/access/users/carol@pbs/unlock-tfa", nil, 200)
 	must("boss@pbs", "PUT", "/access/acl", url.Values{"path": {"/datastore/s1"}, "role": {"DatastoreReader"}, "auth-id": {"carol@pbs"}, "propagate": {"0"}}, 200)
 	var list struct {

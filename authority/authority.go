@@ -383,6 +383,11 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Error(w, http.StatusBadRequest, fmt.Sprintf("passwords of realm %q are not managed by Gatehouse", a.Realm))
 		return
 	}
+	// As PBS: everyone but root@pam confirms with their own current password, so that a
+	// stolen session or an unattended browser cannot take the account over.
+	if !s.reauth(w, r, c, p["confirmation-password"], "password change") {
+		return
+	}
 	if err := s.o.Realms.Passwords.Set(target, pw); err != nil {
 		if errors.Is(err, realm.ErrInvalidPassword) {
 			reply.Error(w, http.StatusBadRequest, "password does not meet the requirements")

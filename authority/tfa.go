@@ -49,19 +49,19 @@ func (s *Server) tfaTarget(w http.ResponseWriter, r *http.Request, c who) (strin
 	return id, tfaAllowed(w, c, id)
 }
 
-// reauth checks the caller's password for a TFA change (root@pam needs none). It answers and
-// returns false when the change must not go ahead.
-func (s *Server) reauth(w http.ResponseWriter, r *http.Request, c who, password string) bool {
+// reauth checks the caller's own current password for a change (a TFA or password change;
+// root@pam needs none). It answers 401 and returns false when the change must not go ahead.
+func (s *Server) reauth(w http.ResponseWriter, r *http.Request, c who, password, change string) bool {
 	if c.rootPam() {
 		return true // as PBS: only root@pam changes factors without a password
 	}
 	if password == "" {
-		s.authFail(w, r, c.userid(), "tfa change without the current password")
+		s.authFail(w, r, c.userid(), change+" without the current password")
 		return false
 	}
 	if err := s.o.Realms.Check(c.userid(), password); err != nil {
 		if errors.Is(err, realm.ErrBadPassword) || errors.Is(err, realm.ErrNoRealm) {
-			s.authFail(w, r, c.userid(), "wrong password for tfa change")
+			s.authFail(w, r, c.userid(), "wrong password for "+change)
 			return false
 		}
 		s.internal(w, err, "checking password")
@@ -166,7 +166,7 @@ func (s *Server) addTFA(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Invalid(w, err)
 		return
 	}
-	if !s.reauth(w, r, c, p["password"]) || !s.userExists(w, target) {
+	if !s.reauth(w, r, c, p["password"], "tfa change") || !s.userExists(w, target) {
 		return
 	}
 	now := s.o.Now()
@@ -258,7 +258,7 @@ func (s *Server) updateTFA(w http.ResponseWriter, r *http.Request, c who) {
 		}
 		enable = &e
 	}
-	if !s.reauth(w, r, c, p["password"]) {
+	if !s.reauth(w, r, c, p["password"], "tfa change") {
 		return
 	}
 	if err := s.o.TFA.Update(target, r.PathValue("id"), desc, enable); err != nil {
@@ -278,7 +278,7 @@ func (s *Server) deleteTFA(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Invalid(w, err)
 		return
 	}
-	if !s.reauth(w, r, c, p["password"]) {
+	if !s.reauth(w, r, c, p["password"], "tfa change") {
 		return
 	}
 	if err := s.o.TFA.Delete(target, r.PathValue("id")); err != nil {

@@ -282,9 +282,17 @@ func greet(ctx context.Context, o Options, d layout.Dirs, addr, metrics string) 
 	cacert := filepath.Join(d.Config, "proxy.pem")
 	w := o.Stdout
 	tokenPath := "/access/users/" + AdminUser + "/token/" + AdminToken
+	// The web pages: WebAuthn wants a domain, so the browser goes to localhost, and the relying
+	// party follows the port of this run.
+	_, port, _ := net.SplitHostPort(addr)
+	web := "https://localhost:" + port
+	if err := c.Call(ctx, "PUT", "/config/access/tfa/webauthn", url.Values{"rp": {"Gatehouse demo"}, "id": {"localhost"}, "origin": {web}}, nil); err != nil {
+		fmt.Fprintf(w, "warning: security keys will not work in the web pages: setting the WebAuthn relying party: %v\n", err)
+	}
 	err := c.Call(ctx, "GET", tokenPath, nil, nil)
 	if err == nil {
 		fmt.Fprintf(w, "Gatehouse demo at %s (API under %s)\n", base, api)
+		fmt.Fprintf(w, "  web:      %s/gatehouse/login (the certificate is self-signed: %s)\n", web, cacert)
 		fmt.Fprintf(w, "  user:     %s (its password and the secret of %s!%s were printed at the first run)\n", AdminUser, AdminUser, AdminToken)
 		fmt.Fprintf(w, "  to start over: make run-reset (or rm -rf %s)\n", o.Dir)
 		fmt.Fprintf(w, "  logs:     %s\n", filepath.Join(o.Dir, "log"))
@@ -319,6 +327,7 @@ func greet(ctx context.Context, o Options, d layout.Dirs, addr, metrics string) 
 		return fmt.Errorf("bootstrapping %s: %w", AdminUser, err)
 	}
 	fmt.Fprintf(w, "Gatehouse demo at %s (API under %s)\n", base, api)
+	fmt.Fprintf(w, "  web:      %s/gatehouse/login (the certificate is self-signed: %s)\n", web, cacert)
 	fmt.Fprintf(w, "  user:     %s (Admin on /)\n", AdminUser)
 	fmt.Fprintf(w, "  password: %s\n", password)
 	fmt.Fprintf(w, "  token:    %s (no Admin of its own: tokens do not inherit it)\n", tok.Tokenid)

@@ -199,6 +199,17 @@ func TestDemo(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	// The web line: the login page on localhost (WebAuthn needs a domain), whose relying party
+	// the demo set for this port.
+	web, _, _ := strings.Cut(d.field("web:"), " ")
+	if d.field("warning:") != "" {
+		t.Errorf("the demo warns: %s", d.field("warning:"))
+	}
+	if resp, err := client.Get(web); err != nil || resp.StatusCode != 200 || !strings.HasPrefix(web, "https://localhost:") {
+		t.Errorf("web line %q: %v", web, err)
+	} else {
+		resp.Body.Close()
+	}
 	req, _ := http.NewRequest("POST", base+"/access/users", strings.NewReader(url.Values{"userid": {"alice@pbs"}, "password": {"alice-pass-1"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Cookie", "PBSAuthCookie="+login.Data.Ticket)

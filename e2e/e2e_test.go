@@ -180,8 +180,21 @@ func TestLogoutAndPasswordChangeRevoke(t *testing.T) {
 		return st.do(t, call{method: "GET", path: "/version", header: s.header(false)}).status
 	}
 
+	// Without the current password (confirmation-password, as PBS) nothing changes.
+	for _, confirm := range []string{"", "wrong-pass-1"} {
+		form := url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}}
+		if confirm != "" {
+			form.Set("confirmation-password", confirm)
+		}
+		if a := st.do(t, call{method: "PUT", path: "/access/password", form: form, header: a1.header(true)}); a.status != 401 {
+			t.Fatalf("password change with confirmation %q = %d; want 401", confirm, a.status)
+		}
+	}
+	if status(a1) != 200 || status(a2) != 200 {
+		t.Fatal("a refused password change ended a session")
+	}
 	// Password change: the session that made it gets a new ticket; the other one is revoked.
-	a := st.do(t, call{method: "PUT", path: "/access/password", form: url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}}, header: a1.header(true)})
+	a := st.do(t, call{method: "PUT", path: "/access/password", form: url.Values{"userid": {"carol@pbs"}, "password": {"carol-pass-2"}, "confirmation-password": {"carol-pass-1"}}, header: a1.header(true)})
 	if a.status != 200 {
 		t.Fatalf("password change = %d %s", a.status, a.message)
 	}

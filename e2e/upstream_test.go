@@ -374,21 +374,21 @@ func TestReverseProxy(t *testing.T) {
 		}
 		for _, next := range []string{"//evil.example/", "/\\evil.example", "https://evil.example/"} {
 			r := fetch(t, p.client, "GET", p.origin+"/gatehouse/login?next="+url.QueryEscape(next), nil, "")
-			if r.status != 200 || !strings.Contains(r.body, `data-next="/"`) {
-				t.Errorf("login page with next=%q = %d; want 200 going back to \"/\"", next, r.status)
+			if r.status != 200 || !strings.Contains(r.body, `data-next="/gatehouse/account"`) {
+				t.Errorf("login page with next=%q = %d; want 200 going to the account page", next, r.status)
 			}
 		}
 		js := fetch(t, p.client, "GET", p.origin+"/gatehouse/static/login.js", nil, "")
 		if js.status != 200 || !strings.Contains(js.header.Get("Content-Type"), "javascript") {
 			t.Fatalf("login.js = %d %v", js.status, js.header)
 		}
-		for _, want := range []string{`fetch('/api2/json/access/ticket'`, `'http-only': 1`, `':!tfa!'`, `location.assign(next)`} {
+		for _, want := range []string{`'/access/ticket'`, `'http-only': 1`, `'!tfa!'`, `location.assign(next)`} {
 			if !strings.Contains(js.body, want) {
 				t.Errorf("login.js lacks %s", want)
 			}
 		}
-		if r := fetch(t, p.client, "GET", p.origin+"/gatehouse/static/login.css", nil, ""); r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/css") {
-			t.Errorf("login.css = %d %v", r.status, r.header)
+		if r := fetch(t, p.client, "GET", p.origin+"/gatehouse/static/gatehouse.css", nil, ""); r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/css") {
+			t.Errorf("gatehouse.css = %d %v", r.status, r.header)
 		}
 		before := p.app.hits.Load()
 		if r := fetch(t, p.client, "GET", p.origin+"/gatehouse/nothing", http.Header{"Authorization": {p.token}}, ""); r.status != 404 || p.app.hits.Load() != before {

@@ -15,7 +15,8 @@
 //     "CSRFPreventionToken" header for that user; outside /api2 (reverse proxy, forward-auth) a
 //     same-origin browser request is accepted instead (see upstream.go).
 //  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket) and
-//     the login page (/gatehouse/login, /gatehouse/static/).
+//     the login page (/gatehouse/login, /gatehouse/static/). The account page and the other
+//     web pages are pages.go's.
 //
 // The product prefix ("PBS") names the cookies, the token scheme and the tickets.
 //
@@ -28,7 +29,8 @@
 //
 // # Forwarding
 //
-// Ticket creation and renewal, logout and every /access call go to apid over its unix socket
+// A ticket request that a browser marks as cross-origin (Sec-Fetch-Site, else Origin) is
+// refused: no login CSRF. Ticket creation and renewal, logout and every /access call go to apid over its unix socket
 // with the verified caller in internal headers (package forward); proxyd never signs a ticket,
 // reads a private key or writes a file. proxyd turns apid's ticket answer into the HttpOnly
 // flow when asked (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly;

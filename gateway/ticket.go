@@ -24,6 +24,13 @@ var ticketParams = []string{"username", "password", "realm", "path", "privs", "p
 func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	now := s.o.Now()
 	client, _ := authfail.ClientAddr(r, s.o.Trusted)
+	if crossSite(r) {
+		// Login CSRF: another site's form must not sign the browser in to the attacker's
+		// account (the HttpOnly flow sets the session cookie) nor renew a session.
+		s.o.Log.Info("refused a cross-site ticket request", "client", client.String(), "origin", r.Header.Get("Origin"))
+		reply.Error(w, http.StatusForbidden, "cross-site ticket requests are refused")
+		return
+	}
 	if !s.o.Guard.Allow(client.Addr(), now) {
 		s.o.Metrics.ticketRateLimited(s.o.Prefix, r)
 		s.tooMany(w, client, now)

@@ -36,6 +36,7 @@ const (
 	doorAPI      door = iota // /api2: CSRF token required; refusals are 401 JSON
 	doorUpstream             // reverse proxy: CSRF token or same origin; browsers are redirected
 	doorAuth                 // forward-auth: as doorUpstream, for the original request's method
+	doorPage                 // proxyd's own pages: CSRF token required; refusals go to the login page
 )
 
 type doorKey struct{}
@@ -178,7 +179,7 @@ func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error 
 	if s.csrf.Load().Check(r.Header.Get(csrfHeader), userid, now) == nil {
 		return nil
 	}
-	if doorOf(r) != doorAPI && sameOrigin(r.Header, o.scheme, o.host) {
+	if d := doorOf(r); (d == doorUpstream || d == doorAuth) && sameOrigin(r.Header, o.scheme, o.host) {
 		return nil
 	}
 	return &authFailure{userid, "missing or invalid CSRF prevention token"}
@@ -194,6 +195,20 @@ func sameOrigin(h http.Header, scheme, host string) bool {
 	}
 	o := h.Get("Origin")
 	return o != "" && host != "" && strings.EqualFold(o, scheme+"://"+host)
+}
+
+// crossSite reports whether a browser says r was sent by a page of another origin: its
+// Sec-Fetch-Site is neither "same-origin" nor "none" (typed in, bookmarks), or, from a browser
+// without Fetch Metadata, its Origin is not https://<Host>. A non-browser client sends neither.
+func crossSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "same-origin", "none":
+		return false
+	case "":
+		o := r.Header.Get("Origin")
+		return o != "" && !strings.EqualFold(o, "https://"+r.Host)
+	}
+	return true
 }
 
 // browserNavigation reports whether a refusal should send the client to the login page:
@@ -220,27 +235,21 @@ func localPath(next string) bool {
 	return true
 }
 
-// loginURL is the login page that returns to next, or to "/" when next is not local.
-func loginURL(next string) string {
-	if !localPath(next) {
-		next = "/"
-	}
-	return LoginPath + "?next=" + url.QueryEscape(next)
-}
-
 // deny answers a request that is not authenticated, or failed, as its door wants.
+// A browser sent to the login page is told its session ended when it sent a ticket cookie.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
-	switch doorOf(r) {
-	case doorUpstream:
-		if browserNavigation(r.Method, r.Header) {
+	expired := s.ticketCookie(r).value != ""
+	switch d := doorOf(r); d {
+	case doorUpstream, doorPage:
+		if d == doorPage || browserNavigation(r.Method, r.Header) {
 			w.Header().Set("Cache-Control", "no-store")
-			http.Redirect(w, r, loginURL(r.URL.RequestURI()), http.StatusSeeOther)
+			http.Redirect(w, r, loginURL(r.URL.RequestURI(), expired), http.StatusSeeOther)
 			return
 		}
 	case doorAuth:
 		o := originalOf(r)
 		if browserNavigation(o.method, r.Header) {
-			w.Header().Set(HeaderLogin, loginURL(o.uri))
+			w.Header().Set(HeaderLogin, loginURL(o.uri, expired))
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusUnauthorized)

@@ -34,15 +34,49 @@ func TestLocalPath(t *testing.T) {
 }
 
 func TestLoginURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"/app/page?x=1&y=2", "/gatehouse/login?next=%2Fapp%2Fpage%3Fx%3D1%26y%3D2"},
-		{"/", "/gatehouse/login?next=%2F"},
-		{"//evil.example/", "/gatehouse/login?next=%2F"},
-		{"", "/gatehouse/login?next=%2F"},
+	tests := []struct {
+		in      string
+		expired bool
+		want    string
+	}{
+		{"/app/page?x=1&y=2", false, "/gatehouse/login?next=%2Fapp%2Fpage%3Fx%3D1%26y%3D2"},
+		{"/", true, "/gatehouse/login?next=%2F&reason=expired"},
+		{"//evil.example/", false, "/gatehouse/login?next=%2Fgatehouse%2Faccount"},
+		{"", false, "/gatehouse/login?next=%2Fgatehouse%2Faccount"},
 	}
 	for _, tt := range tests {
-		if got := loginURL(tt.in); got != tt.want {
+		if got := loginURL(tt.in, tt.expired); got != tt.want {
 			t.Errorf("loginURL(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCrossSite(t *testing.T) {
+	tests := []struct {
+		site, origin string
+		want         bool
+	}{
+		{"", "", false},            // not a browser
+		{"same-origin", "", false}, // the login page
+		{"none", "", false},        // typed in
+		{"same-site", "", true},    // another port or subdomain
+		{"cross-site", "https://gh.test", true},
+		{"", "https://gh.test", false},              // old browser, same origin
+		{"", "https://GH.test", false},              // ASCII case ignored
+		{"", "https://evil.test", true},             // old browser, another site
+		{"", "null", true},                          // sandboxed or file: page
+		{"same-origin", "https://evil.test", false}, // Fetch Metadata wins
+	}
+	for _, tt := range tests {
+		r, _ := http.NewRequest("POST", "https://gh.test/api2/json/access/ticket", nil)
+		if tt.site != "" {
+			r.Header.Set("Sec-Fetch-Site", tt.site)
+		}
+		if tt.origin != "" {
+			r.Header.Set("Origin", tt.origin)
+		}
+		if got := crossSite(r); got != tt.want {
+			t.Errorf("crossSite(Sec-Fetch-Site %q, Origin %q) = %v; want %v", tt.site, tt.origin, got, tt.want)
 		}
 	}
 }
@@ -135,11 +169,11 @@ func FuzzLocalPath(f *testing.F) {
 				t.Fatalf("localPath(%q) = true but it resolves to %s", next, u)
 			}
 		}
-		u, err := url.Parse(loginURL(next))
+		u, err := url.Parse(loginURL(next, false))
 		if err != nil {
 			t.Fatalf("loginURL(%q) does not parse: %v", next, err)
 		}
-		want := "/"
+		want := AccountPath
 		if ok {
 			want = next
 		}
