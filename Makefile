@@ -10,9 +10,10 @@ BENCHTIME ?= 1s
 # PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
 # (the demo's printed commands) are real peers; systemd-analyze checks the units; nginx
 # (auth_request) fronts proxyd in the forward-auth test; chromium (headless, driven by chromedp)
-# runs the browser tests: login page, cookie flags, cross-site POST, WebAuthn.
+# runs the browser tests: login page, cookie flags, cross-site POST, WebAuthn; zbarimg (zbar-tools)
+# reads the TOTP QR code the account page shows.
 DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl \
-	systemd-analyze:systemd /usr/sbin/nginx:nginx chromium:chromium
+	systemd-analyze:systemd /usr/sbin/nginx:nginx chromium:chromium zbarimg:zbar-tools
 # Every fuzz target: package and function.
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \

@@ -7,10 +7,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +24,6 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
-	"github.com/pquerna/otp"
-	"github.com/pquerna/otp/totp"
 
 	"gatehouse/ticket"
 )
@@ -115,7 +117,8 @@ func (b *browser) signIn(t *testing.T, user, password string) {
 	b.fill(t, "#username", user)
 	b.fill(t, "#password", password)
 	b.navigating(t, "/gatehouse/account", chromedp.Click(chromedp.CSS(`#login button[type=submit]`)))
-	b.waitJS(t, "the account page", `document.querySelector('#token-rows') && document.querySelector('#user').textContent === `+jsString(user))
+	b.waitJS(t, "the account page with its lists loaded", `document.querySelector('#user').textContent === `+jsString(user)+
+		` && !document.querySelector('[aria-busy=true]')`)
 }
 
 func jsString(s string) string {
@@ -123,14 +126,35 @@ func jsString(s string) string {
 	return string(b)
 }
 
-// totpCode is the code of the otpauth secret at now.
-func totpCode(t *testing.T, secret string, now time.Time) string {
+// qrText decodes the QR code shown in the image element sel (a data: URL) with zbarimg, a
+// real peer, as a phone's camera would.
+func (b *browser) qrText(t *testing.T, sel string) string {
 	t.Helper()
-	code, err := totp.GenerateCodeCustom(strings.ReplaceAll(secret, " ", ""), now, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	tool, err := exec.LookPath("zbarimg")
 	if err != nil {
+		if os.Getenv("GATEHOUSE_REQUIRE_TOOLS") != "" {
+			t.Fatal("zbarimg not installed (package zbar-tools), required by GATEHOUSE_REQUIRE_TOOLS")
+		}
+		t.Skip("zbarimg not installed (package zbar-tools)")
+	}
+	src := eval[string](t, b, fmt.Sprintf(`document.querySelector(%s).src`, jsString(sel)))
+	b64, ok := strings.CutPrefix(src, "data:image/png;base64,")
+	if !ok {
+		t.Fatalf("%s is %.40q; want a PNG data: URL", sel, src)
+	}
+	img, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatalf("%s: %v", sel, err)
+	}
+	file := filepath.Join(t.TempDir(), "qr.png")
+	if err := os.WriteFile(file, img, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return code
+	out, err := exec.Command(tool, "-q", "--raw", file).Output()
+	if err != nil {
+		t.Fatalf("zbarimg %s: %v", file, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // labelled fails the test when an input or select of the page has no label.
@@ -163,9 +187,19 @@ func TestWebTOTP(t *testing.T) {
 	b.click(t, "#totp-start")
 	b.waitJS(t, "the QR code", `document.querySelector('#totp-qr').naturalWidth > 0 && !document.querySelector('#totp-form').hidden`)
 	b.screenshot(t, "account-totp-qr")
-	secret := b.text(t, "#totp-secret")
-	enrolAt := time.Now()
-	b.fill(t, "#totp-value", totpCode(t, secret, enrolAt))
+	// The QR code holds the otpauth URI of the key shown beside it.
+	shown := strings.ReplaceAll(b.text(t, "#totp-secret"), " ", "")
+	uri, err := url.Parse(b.qrText(t, "#totp-qr"))
+	if err != nil || uri.Scheme != "otpauth" || uri.Host != "totp" || uri.Path != "/Gatehouse:tess@pbs" {
+		t.Fatalf("QR code = %v (%v); want otpauth://totp/Gatehouse:tess@pbs", uri, err)
+	}
+	q := uri.Query()
+	if q.Get("secret") != shown || q.Get("issuer") != "Gatehouse" || q.Get("period") != "30" || q.Get("digits") != "6" {
+		t.Fatalf("QR code query %v; want the shown key %s, issuer Gatehouse, 30 s, 6 digits", q, shown)
+	}
+	key := otpKey{shown}
+	step := time.Now().Unix() / totpPeriod
+	b.fill(t, "#totp-value", key.code(t, step))
 	b.click(t, "#totp-form button[type=submit]")
 	b.waitJS(t, "the password error", `document.querySelector('#tfa-password-error').textContent !== ''`)
 	b.fill(t, "#tfa-password", "wrong-pass-1")
@@ -215,10 +249,10 @@ func TestWebTOTP(t *testing.T) {
 	}
 	b.labelled(t, "second step")
 	b.screenshot(t, "login-tfa")
-	b.fill(t, "#totp-code", "000000")
+	b.fill(t, "#totp-code", key.wrongCodes(t, step, 1)[0])
 	b.click(t, "#tfa-totp button[type=submit]")
 	b.waitJS(t, "the code error", `document.querySelector('#totp-code-error').textContent !== '' && document.querySelector('#totp-code').getAttribute('aria-invalid') === 'true'`)
-	b.fill(t, "#totp-code", totpCode(t, secret, enrolAt.Add(30*time.Second)))
+	b.fill(t, "#totp-code", key.code(t, step+1))
 	b.navigating(t, "/gatehouse/account", chromedp.Click(chromedp.CSS("#tfa-totp button[type=submit]")))
 	second := b.sessionTicket(t)
 	if second == "" || second == first || st.ticketStatus(t, second) != 200 {
@@ -410,6 +444,7 @@ func TestWebSessionEnds(t *testing.T) {
 	if a := st.admin(t, call{method: "GET", path: "/access/users/eve@pbs/token"}); string(a.data) != "[]" {
 		t.Errorf("tokens after the refused call: %s", a.data)
 	}
+	b.noConsoleErrors(t)
 }
 
 // TestWebKeyboard: the login page works from the keyboard alone: focus starts in the user
@@ -463,4 +498,5 @@ func TestWebLoginCSRF(t *testing.T) {
 	}
 	// From proxyd's own page the same credentials sign in.
 	b.signIn(t, "mallory@pbs", "mallory-pass-1")
+	b.noConsoleErrors(t)
 }

@@ -17,7 +17,8 @@ package gateway
 //   - /gatehouse/totp: a new TOTP secret for the signed-in user, its otpauth URI and its QR code
 //     (PNG, base64), for the account page to show. Nothing is stored: apid stores the URI when
 //     the user proves it with a code.
-//   - /gatehouse/static/*: the pages' script and style. /gatehouse/auth: forward-auth
+//   - /gatehouse/static/*: the pages' scripts, style and icon (also /favicon.ico when there is
+//     no upstream application). /gatehouse/auth: forward-auth
 //     (upstream.go). Every other /gatehouse/ path is 404 and never goes upstream.
 //
 // Every page has a Content-Security-Policy that allows its own script, style and calls only
@@ -87,6 +88,15 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.Header().Set("Cache-Control", "no-cache")
 			http.ServeFileFS(w, r, webFiles, "web/"+name)
+		})
+	}
+	if s.upstream == nil {
+		// Browsers ask for /favicon.ico on any page, the API's JSON answers included; with an
+		// upstream it is the application's.
+		mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "image/svg+xml")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			http.ServeFileFS(w, r, webFiles, "web/favicon.svg")
 		})
 	}
 	mux.HandleFunc("/gatehouse/auth", through(doorAuth, s.authed(s.forwardAuth)))

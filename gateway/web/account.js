@@ -181,7 +181,18 @@
     return tr;
   }
 
-  async function loadTokens() {
+  // loading marks section busy (aria-busy) while work runs.
+  async function loading(section, work) {
+    section.setAttribute('aria-busy', 'true');
+    try {
+      await work();
+    } finally {
+      section.removeAttribute('aria-busy');
+    }
+  }
+
+  const loadTokens = () => loading($('tokens-section'), listTokens);
+  async function listTokens() {
     const a = await call('GET', tokenPath());
     if (a.expired) return;
     if (a.status !== 200) {
@@ -269,7 +280,8 @@
     return li;
   }
 
-  async function loadTFA() {
+  const loadTFA = () => loading($('tfa-section'), listTFA);
+  async function listTFA() {
     const a = await call('GET', tfaPath());
     if (a.expired) return;
     if (a.status !== 200) {
