@@ -26,7 +26,12 @@ func (s *Server) tokenTarget(w http.ResponseWriter, r *http.Request, c who, mana
 		return "", "", false
 	}
 	if name := r.PathValue("name"); name != "" {
+		// The name must be the whole token part: a name holding "@" and "!" would otherwise
+		// make the id of another user's token ("eve@pbs" + "!" + "x@pbs!ci").
 		a, err := authid.ParseToken(userid + "!" + name)
+		if err == nil && (a.Token != name || a.Userid() != userid) {
+			err = errors.New("token name is not a safe id")
+		}
 		if err != nil {
 			reply.Invalid(w, params.Error{"token-name": "invalid token name"})
 			return "", "", false

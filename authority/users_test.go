@@ -125,3 +125,25 @@ func TestDeleteTokenDropsStaleACL(t *testing.T) {
 		t.Errorf("the new boss@pbs!ci reads the ACL with %d; want 403 (no inherited Admin)", code)
 	}
 }
+
+// TestTokenNameCannotNameAnotherUser: user names may hold "@" and "!", so a token name like
+// "x@pbs!ci" under /access/users/eve@pbs/ would spell eve@pbs!x@pbs's token ci. It is refused.
+func TestTokenNameCannotNameAnotherUser(t *testing.T) {
+	s, _ := newTestServer(t)
+	for _, u := range []string{"eve@pbs", "eve@pbs!x@pbs"} {
+		if code, body := as(t, s, Superuser, "POST", "/access/users", url.Values{"userid": {u}}); code != 200 {
+			t.Fatalf("creating %s = %d %s", u, code, body)
+		}
+	}
+	if code, body := as(t, s, Superuser, "POST", "/access/users/eve@pbs!x@pbs/token/ci", nil); code != 200 {
+		t.Fatalf("creating the other user's token = %d %s", code, body)
+	}
+	for _, method := range []string{"GET", "PUT", "DELETE", "POST"} {
+		if code, body := as(t, s, "eve@pbs", method, "/access/users/eve@pbs/token/x@pbs!ci", nil); code != http.StatusBadRequest {
+			t.Errorf("%s eve@pbs's token \"x@pbs!ci\" = %d %s; want 400", method, code, body)
+		}
+	}
+	if code, body := as(t, s, Superuser, "GET", "/access/users/eve@pbs!x@pbs/token/ci", nil); code != 200 {
+		t.Errorf("the other user's token after the attempts = %d %s", code, body)
+	}
+}

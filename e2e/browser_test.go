@@ -212,7 +212,9 @@ func (b *browser) event(ev any) {
 	case *log.EventEntryAdded:
 		// A refused API call is the page's normal flow (a wrong password is 401) and the
 		// tests check those answers themselves; a failed page resource is an error.
-		api := ev.Entry.Source == log.EntrySourceNetwork && strings.HasPrefix(ev.Entry.URL, b.base+"/api2/")
+		// The same goes for the pages' session probe.
+		api := ev.Entry.Source == log.EntrySourceNetwork && (strings.HasPrefix(ev.Entry.URL, b.base+"/api2/") ||
+			ev.Entry.URL == b.base+"/gatehouse/session")
 		if ev.Entry.Level == log.EntryLevelError && !api {
 			b.errs = append(b.errs, fmt.Sprintf("log %s: %s (%s)", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
 		}
@@ -265,11 +267,22 @@ func (b *browser) consoleErrors() []string {
 	return append([]string(nil), b.errs...)
 }
 
-// noConsoleErrors fails the test if the tab reported any console error.
+// noConsoleErrors fails the test if the tab reported any console error, or if a call of the
+// pages under /api2 or /gatehouse was answered 404 (a wrong path) or 5xx: refusals the tests
+// expect (401, 400) are theirs to check, those never are.
 func (b *browser) noConsoleErrors(t *testing.T) {
 	t.Helper()
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("browser console errors:\n  %s", strings.Join(errs, "\n  "))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, id := range b.order {
+		r := b.requests[id]
+		ours := strings.HasPrefix(r.url, b.base+"/api2/") || strings.HasPrefix(r.url, b.base+"/gatehouse/")
+		if ours && (r.status == http.StatusNotFound || r.status >= 500) {
+			t.Errorf("the page's %s %s was answered %d", r.method, r.url, r.status)
+		}
 	}
 }
 

@@ -191,7 +191,7 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("GET /api2/json/ping", s.ping)
 	mux.HandleFunc("GET /api2/json/version", s.authed(s.version))
 	mux.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
-	mux.HandleFunc("DELETE /api2/json/access/ticket", s.authed(s.logout))
+	mux.HandleFunc("DELETE /api2/json/access/ticket", s.authed(s.forward))
 	mux.HandleFunc("/api2/json/access/", s.authed(s.forward))
 	mux.HandleFunc("/api2/json/config/access/tfa/", s.authed(s.forward))
 	mux.HandleFunc("/api2/", func(w http.ResponseWriter, r *http.Request) {
@@ -396,6 +396,17 @@ func (s *Server) Reload() error {
 	return nil
 }
 
+// cookieSafe reports whether v can be a cookie value as it is (RFC 6265 cookie-octets; no
+// space or comma, which net/http would quote).
+func cookieSafe(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' || c == ',' {
+			return false
+		}
+	}
+	return true
+}
+
 // decodeCookie undoes the percent-encoding some clients apply to the ticket cookie; a raw
 // ticket ("PBS:...") is returned as it is.
 func decodeCookie(prefix, v string) string {
@@ -470,6 +481,13 @@ func (s *Server) fromApid(resp *http.Response) error {
 			resp.Header.Add("Set-Cookie", s.ticketCookieFor(name, nt).String())
 		}
 	}
+	if clearsCookies(r, resp.StatusCode) {
+		for _, name := range []string{s.cookie, s.legacy} {
+			ck := s.ticketCookieFor(name, "")
+			ck.MaxAge = -1
+			resp.Header.Add("Set-Cookie", ck.String())
+		}
+	}
 	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {
 		client, _ := netip.ParseAddrPort(r.Header.Get(forward.Rhost))
 		if err := s.o.Guard.Fail(client, resp.Header.Get(forward.FailUser), resp.Header.Get(forward.Failure), s.o.Now()); err != nil {
@@ -486,8 +504,13 @@ func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // ticketCookieFor makes the cookie a ticket travels in. The HttpOnly one has the attributes
-// DESIGN.md gives; the legacy one is what the PBS web UI sets from script.
+// DESIGN.md gives; the legacy one is what the PBS web UI sets from script. A ticket holding
+// bytes a cookie value cannot carry (a user name may contain '"', ';', '\', ',' or non-ASCII
+// letters) travels percent-encoded, which decodeCookie undoes.
 func (s *Server) ticketCookieFor(name, value string) *http.Cookie {
+	if !cookieSafe(value) {
+		value = strings.ReplaceAll(url.PathEscape(value), ":", "%3A")
+	}
 	if name == s.cookie {
 		return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -71,4 +72,25 @@ func FuzzDecodeCookie(f *testing.F) {
 			t.Fatalf("decodeCookie(%q) = %q: changed a value that is not an encoded ticket", in, out)
 		}
 	})
+}
+
+// TestTicketCookieRoundTrip: a ticket of a user whose name holds bytes a cookie value cannot
+// carry travels percent-encoded and comes back whole; an ordinary ticket travels as it is.
+func TestTicketCookieRoundTrip(t *testing.T) {
+	s := &Server{o: Options{Prefix: "PBS"}, cookie: "__Host-PBSAuthCookie", legacy: "PBSAuthCookie"}
+	for _, tk := range []string{
+		"PBS:alice@pbs:6B043829::SyXt+/x",
+		`PBS:t!n"a<b>@pbs:6B043829::SyXt+/x`,
+		"PBS:semi;colon,comma\\back j\u00fcrgen@pbs:6B043829::SyXt+/x",
+	} {
+		ck := s.ticketCookieFor(s.cookie, tk)
+		header := ck.String()
+		r := &http.Request{Header: http.Header{"Cookie": {strings.SplitN(header, ";", 2)[0]}}}
+		if got := s.ticketCookie(r); got.value != tk || got.name != s.cookie {
+			t.Errorf("ticket %q as cookie %q came back as %q", tk, header, got.value)
+		}
+		if cookieSafe(tk) != (ck.Value == tk) {
+			t.Errorf("ticket %q: cookie value %q", tk, ck.Value)
+		}
+	}
 }

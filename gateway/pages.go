@@ -14,6 +14,10 @@ package gateway
 //     id and a CSRF token in the page; without one it is 303 to the login page, with
 //     reason=expired when a cookie was sent but no longer works. Every change goes through the
 //     PBS API under /api2/json, with the CSRF token.
+//   - /gatehouse/session: whether the browser's cookie is a working session, with a fresh CSRF
+//     token; the pages ask it after a 401 (expired, or a wrong current password?) and before a
+//     change when their CSRF token is over an hour old. Its refusals are not counted as
+//     authentication failures.
 //   - /gatehouse/totp: a new TOTP secret for the signed-in user, its otpauth URI and its QR code
 //     (PNG, base64), for the account page to show. Nothing is stored: apid stores the URI when
 //     the user proves it with a code.
@@ -28,13 +32,16 @@ import (
 	"bytes"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"html/template"
 	"image/png"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/pquerna/otp/totp"
 
+	"gatehouse/authfail"
 	"gatehouse/reply"
 )
 
@@ -63,7 +70,7 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 		q := r.URL.Query()
 		next := q.Get("next")
 		if !localPath(next) {
-			next = AccountPath
+			next = s.home()
 		}
 		notice := ""
 		switch q.Get("reason") {
@@ -80,9 +87,11 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 			http.Redirect(w, r, loginURL(AccountPath, false), http.StatusSeeOther)
 			return
 		}
-		s.page(w, account, struct{ User, CSRF string }{c.userid, s.csrf.Load().Token(c.userid, s.o.Now())})
+		realm := c.userid[strings.LastIndexByte(c.userid, '@')+1:]
+		s.page(w, account, struct{ User, Realm, CSRF string }{c.userid, realm, s.csrf.Load().Token(c.userid, s.o.Now())})
 	})))
 	mux.HandleFunc("GET /gatehouse/totp", s.authed(s.newTOTP))
+	mux.HandleFunc("GET /gatehouse/session", s.session)
 	for _, name := range staticFiles {
 		mux.HandleFunc("GET /gatehouse/static/"+name, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -103,6 +112,50 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 	mux.HandleFunc("/gatehouse/", func(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 	})
+}
+
+// home is where a sign-in without a "next" goes: the application, or the account page when
+// there is none.
+func (s *Server) home() string {
+	if s.upstream != nil {
+		return "/"
+	}
+	return AccountPath
+}
+
+// session is GET /gatehouse/session: whether the browser's ticket cookie is a working session,
+// for the pages' scripts, as 200 {"username", "CSRFPreventionToken"} (a fresh token) or 401.
+// Nothing is guessed here (the cookie is the browser's own, and tickets are signed), so a 401
+// is neither logged nor delayed; a client over its failure allowance still gets 429.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	now := s.o.Now()
+	client, _ := authfail.ClientAddr(r, s.o.Trusted)
+	if !s.o.Guard.Allow(client.Addr(), now) {
+		s.tooMany(w, client, now)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	tk := s.ticketCookie(r)
+	if tk.value == "" {
+		reply.Error(w, http.StatusUnauthorized, "no session")
+		return
+	}
+	if err := s.reloadKeys(); err != nil {
+		s.o.Log.Error("reloading keys", "err", err)
+		reply.Error(w, http.StatusServiceUnavailable, "keys unavailable")
+		return
+	}
+	c, err := s.checkTicket(r, tk, now) // a GET: no CSRF check
+	var af *authFailure
+	switch {
+	case errors.As(err, &af):
+		reply.Error(w, http.StatusUnauthorized, "no session")
+	case err != nil:
+		s.o.Log.Error("checking a session", "err", err)
+		reply.Error(w, http.StatusInternalServerError, "internal error")
+	default:
+		reply.Data(w, map[string]string{"username": c.userid, "CSRFPreventionToken": s.csrf.Load().Token(c.userid, now)})
+	}
 }
 
 // page renders one of the HTML pages with its security headers.

@@ -117,12 +117,9 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	reply.Data(w, out.Data)
 }
 
-// logout is DELETE /access/ticket: apid revokes the user's tickets; proxyd clears the cookies.
-func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	for _, name := range []string{s.cookie, s.legacy} {
-		ck := s.ticketCookieFor(name, "")
-		ck.MaxAge = -1
-		http.SetCookie(w, ck)
-	}
-	s.forward(w, r)
+// clearsCookies reports whether apid's answer to r ends the session: a logout apid accepted.
+// Only then does proxyd clear the ticket cookies (fromApid), so a failed logout never looks
+// like a successful one.
+func clearsCookies(r *http.Request, status int) bool {
+	return r.Method == http.MethodDelete && r.URL.Path == "/api2/json/access/ticket" && status == http.StatusOK
 }

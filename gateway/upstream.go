@@ -236,12 +236,19 @@ func localPath(next string) bool {
 }
 
 // deny answers a request that is not authenticated, or failed, as its door wants.
-// A browser sent to the login page is told its session ended when it sent a ticket cookie.
+// A browser sent to the login page is told its session ended when it sent a ticket cookie,
+// and that cookie is cleared.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
-	expired := s.ticketCookie(r).value != ""
+	tk := s.ticketCookie(r)
+	expired := tk.value != ""
 	switch d := doorOf(r); d {
 	case doorUpstream, doorPage:
 		if d == doorPage || browserNavigation(r.Method, r.Header) {
+			if expired {
+				ck := s.ticketCookieFor(tk.name, "")
+				ck.MaxAge = -1
+				http.SetCookie(w, ck)
+			}
 			w.Header().Set("Cache-Control", "no-store")
 			http.Redirect(w, r, loginURL(r.URL.RequestURI(), expired), http.StatusSeeOther)
 			return

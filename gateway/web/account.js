@@ -8,7 +8,7 @@
   const gh = window.gatehouse;
   const root = document.getElementById('account');
   const user = root.dataset.user;
-  const csrf = root.dataset.csrf;
+  let csrf = root.dataset.csrf;
   const enc = encodeURIComponent;
   const $ = (id) => document.getElementById(id);
   const statusLine = $('status');
@@ -19,22 +19,42 @@
     statusLine.hidden = msg === '';
   }
 
-  // call is gh.api with the CSRF token; a 401 is looked into: when the session itself is gone
-  // the browser goes back to the login page and the answer has expired set.
+  // session asks proxyd whether the cookie still is a working session (this is not counted
+  // as a failed login) and takes the fresh CSRF token it gives; false sends the browser to the
+  // login page.
+  async function session() {
+    let resp;
+    try {
+      resp = await fetch('/gatehouse/session', { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+    } catch (e) {
+      return true; // unreachable: let the caller report its own failure
+    }
+    if (resp.status === 401) {
+      location.assign(loginAgain);
+      return false;
+    }
+    const answer = await resp.json().catch(() => ({}));
+    if (answer.data && answer.data.CSRFPreventionToken) csrf = answer.data.CSRFPreventionToken;
+    return true;
+  }
+
+  // csrfAge is the age in seconds of the page's CSRF token (<8 hex digits time>:<mac>); it is
+  // valid for 2 h.
+  const csrfAge = () => Date.now() / 1000 - parseInt(csrf.split(':')[0], 16);
+
+  // call is gh.api with the CSRF token (renewed when it is over an hour old). A 401 is looked
+  // into: when the session itself is gone the browser goes back to the login page and the
+  // answer has expired set; otherwise the call was refused for what it carried (a wrong
+  // current password).
   async function call(method, path, body) {
+    if (method !== 'GET' && !(csrfAge() < 3600)) await session();
     let a;
     try {
       a = await gh.api(method, path, body, method === 'GET' ? undefined : csrf);
     } catch (e) {
       return { status: 0, data: null, message: 'Cannot reach the server. Check your connection and try again.', errors: {} };
     }
-    if (a.status === 401) {
-      const v = await gh.api('GET', '/version').catch(() => ({ status: 0 }));
-      if (v.status === 401) {
-        a.expired = true;
-        location.assign(loginAgain);
-      }
-    }
+    if (a.status === 401 && !(await session())) a.expired = true;
     return a;
   }
 
@@ -62,14 +82,20 @@
   }
 
   // ---- logout ----
-  $('logout').addEventListener('click', async () => {
-    await gh.api('DELETE', '/access/ticket', undefined, csrf).catch(() => null);
-    location.assign('/gatehouse/login?reason=logout');
-  });
+  // Only an accepted logout clears the cookie (proxyd) and says so; anything else is shown.
+  $('logout').addEventListener('click', (ev) => busy(ev.currentTarget, async () => {
+    const a = await call('DELETE', '/access/ticket');
+    if (a.expired) return;
+    if (a.status === 200) {
+      location.assign('/gatehouse/login?reason=logout');
+      return;
+    }
+    say('Signing out failed: ' + (a.status === 0 ? a.message : gh.explain(a)) + ' You are still signed in.');
+  }));
 
-  // ---- password ----
+  // ---- password (pbs realm only: the page has no form for other realms) ----
   const pwForm = $('password-form');
-  pwForm.addEventListener('submit', (ev) => {
+  if (pwForm) pwForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     gh.clearErrors(pwForm);
     say('');
@@ -100,7 +126,8 @@
 
   // ---- API tokens ----
   const tokenPath = (name) => `/access/users/${enc(user)}/token` + (name ? '/' + enc(name) : '');
-  const tokenName = (tokenid) => tokenid.slice(tokenid.indexOf('!') + 1);
+  // The token name follows the last "!": a user name may hold "!" itself.
+  const tokenName = (tokenid) => tokenid.slice(tokenid.lastIndexOf('!') + 1);
 
   function showSecret(tokenid, secret) {
     $('secret-token').textContent = tokenid;
@@ -213,8 +240,8 @@
     const name = $('token-name');
     const comment = $('token-comment');
     if (!gh.required(name)) return;
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name.value.trim())) {
-      gh.fieldError(name, 'Use letters, digits, "-", "_" and ".", starting with a letter or digit.');
+    if (!/^[A-Za-z0-9_][A-Za-z0-9._-]{1,63}$/.test(name.value.trim())) {
+      gh.fieldError(name, 'Use 2 to 64 letters, digits, "-", "_" and ".", not starting with "-" or ".".');
       name.focus();
       return;
     }
@@ -263,6 +290,7 @@
     err.className = 'error';
     err.id = `tfa-remove-${e.id}-error`;
     remove.id = `tfa-remove-${e.id}`;
+    remove.setAttribute('aria-describedby', err.id);
     remove.addEventListener('click', () => {
       if (!needPassword()) return;
       busy(remove, async () => {

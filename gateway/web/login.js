@@ -30,10 +30,12 @@
   // tfaChallenge returns the challenge inside a "!tfa!" ticket, or null for a full ticket.
   // The ticket is <prefix>:<percent-encoded data>:<hex time>::<signature>.
   function tfaChallenge(ticket) {
-    if (typeof ticket !== 'string') return null;
-    const data = decodeURIComponent(ticket.split(':')[1] || '');
-    if (!data.startsWith('!tfa!')) return null;
-    return JSON.parse(data.slice(5));
+    if (typeof ticket !== 'string' || !ticket.includes(':!tfa!') && !ticket.includes(':%21tfa%21')) return null;
+    try {
+      return JSON.parse(decodeURIComponent(ticket.split(':')[1]).slice(5));
+    } catch (e) {
+      return {}; // no factor this page knows: it says so
+    }
   }
 
   function done() {
