@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"html"
 	"image"
@@ -18,7 +17,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -46,14 +44,7 @@ func needChromium(t *testing.T) string {
 	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
 		return "/usr/bin/chromium"
 	}
-	p, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("GATEHOUSE_REQUIRE_TOOLS") != "" {
-			t.Fatal("chromium not installed (package chromium), required by GATEHOUSE_REQUIRE_TOOLS")
-		}
-		t.Skip("chromium not installed (package chromium)")
-	}
-	return p
+	return requireTool(t, "chromium", "chromium")
 }
 
 // browser is one headless Chromium with one tab, trusting proxyd's certificate, and what the
@@ -384,6 +375,17 @@ func singleColour(img image.Image) bool {
 	return true
 }
 
+// cookie returns the browser's cookie name for b.base, or nil.
+func (b *browser) cookie(t *testing.T, name string) *network.Cookie {
+	t.Helper()
+	for _, c := range b.cookies(t) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
 // cookies returns every cookie the browser holds for b.base, HttpOnly ones included (CDP sees
 // them, page scripts do not).
 func (b *browser) cookies(t *testing.T) []*network.Cookie {
@@ -449,29 +451,12 @@ func (b *browser) credentials(t *testing.T, id webauthn.AuthenticatorID) []*weba
 func (b *browser) login(t *testing.T, user, password, realm string) {
 	t.Helper()
 	before := eval[string](t, b, `location.href`)
-	b.run(t, "filling the login form",
-		chromedp.WaitVisible(chromedp.CSS("#username")),
-		chromedp.SendKeys(chromedp.CSS("#username"), user),
-		chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.SetValue(chromedp.CSS("#realm"), realm),
-	)
-	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
-	defer cancel()
-	nav, err := chromedp.Run(ctx, chromedp.WaitEvent(page.FrameNavigated, func(ev page.EventFrameNavigated) bool {
-		return ev.Frame.ParentID == "" && ev.Frame.URL != before
-	}, chromedp.Click(chromedp.CSS(`button[type=submit]`))))
-	if err != nil {
-		msg := ""
-		if errors.Is(err, context.DeadlineExceeded) {
-			// The page stayed: say what it shows (a fresh context, ctx is done).
-			c2, cancel2 := context.WithTimeout(b.ctx, 5*time.Second)
-			msg, _ = chromedp.Run(c2, chromedp.Evaluate[string](`document.body.innerText`))
-			cancel2()
-		}
-		t.Fatalf("browser: logging in as %s: %v; the page shows %q", user, err, msg)
-	}
-	b.run(t, "waiting for the page after login", chromedp.WaitReady(chromedp.CSS("body")))
-	t.Logf("logged in as %s, now at %s", user, nav.Frame.URL)
+	b.fill(t, "#username", user)
+	b.fill(t, "#password", password)
+	b.run(t, "choosing the realm", chromedp.SetValue(chromedp.CSS("#realm"), realm))
+	u := b.navigatingWhere(t, "leave "+before+" after logging in as "+user, func(u *url.URL) bool { return u.String() != before },
+		chromedp.Click(chromedp.CSS(`#login button[type=submit]`)))
+	t.Logf("logged in as %s, now at %s", user, u)
 }
 
 // TestBrowserWebauthnFeasibility shows a real browser can use WebAuthn on a proxyd page: over
@@ -530,12 +515,7 @@ func TestBrowserLoginCookie(t *testing.T) {
 		t.Errorf("after login the page is %s; want %s/gatehouse/login (next)", at, b.base)
 	}
 
-	var ticket *network.Cookie
-	for _, c := range b.cookies(t) {
-		if c.Name == "__Host-PBSAuthCookie" {
-			ticket = c
-		}
-	}
+	ticket := b.cookie(t, "__Host-PBSAuthCookie")
 	if ticket == nil || ticket.Value == "" {
 		t.Fatalf("the browser holds no __Host-PBSAuthCookie for %s: %+v", b.base, b.cookies(t))
 	}

@@ -80,15 +80,9 @@ proxy_set_header X-Forwarded-For $remote_addr;
 // directory and returns its http://127.0.0.1:port. It is stopped at cleanup.
 func startNginx(t *testing.T, proxyd, app, cert string) string {
 	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-	}
+	bin := "/usr/sbin/nginx" // not in a user's PATH
 	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("GATEHOUSE_REQUIRE_TOOLS") != "" {
-			t.Fatalf("nginx not installed (package nginx), required by GATEHOUSE_REQUIRE_TOOLS")
-		}
-		t.Skip("nginx not installed (package nginx)")
+		bin = requireTool(t, "nginx", "nginx")
 	}
 	dir := t.TempDir()
 	listen := freeAddr(t)

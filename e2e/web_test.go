@@ -46,19 +46,27 @@ func (b *browser) click(t *testing.T, sel string) {
 // to a URL whose path is path; it returns that URL.
 func (b *browser) navigating(t *testing.T, path string, act chromedp.Action[chromedp.Void]) *url.URL {
 	t.Helper()
+	return b.navigatingWhere(t, "reach "+path, func(u *url.URL) bool { return u.Path == path }, act)
+}
+
+// navigatingWhere runs act and waits until the tab's main frame has navigated to a URL that
+// match accepts, then for its body; it returns that URL. On a timeout the test fails with
+// what the tab shows.
+func (b *browser) navigatingWhere(t *testing.T, what string, match func(*url.URL) bool, act chromedp.Action[chromedp.Void]) *url.URL {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
 	defer cancel()
 	nav, err := chromedp.Run(ctx, chromedp.WaitEvent(page.FrameNavigated, func(ev page.EventFrameNavigated) bool {
 		u, err := url.Parse(ev.Frame.URL)
-		return ev.Frame.ParentID == "" && err == nil && u.Path == path
+		return ev.Frame.ParentID == "" && err == nil && match(u)
 	}, act))
 	if err != nil {
 		c2, cancel2 := context.WithTimeout(b.ctx, 5*time.Second)
 		shows, _ := chromedp.Run(c2, chromedp.Evaluate[string](`location.href + ": " + document.body.innerText`))
 		cancel2()
-		t.Fatalf("browser: waiting to reach %s: %v; the tab shows %q", path, err, shows)
+		t.Fatalf("browser: waiting to %s: %v; the tab shows %q", what, err, shows)
 	}
-	b.run(t, "waiting for "+path, chromedp.WaitReady(chromedp.CSS("body")))
+	b.run(t, "waiting for the page at "+nav.Frame.URL, chromedp.WaitReady(chromedp.CSS("body")))
 	u, _ := url.Parse(nav.Frame.URL)
 	return u
 }
@@ -96,10 +104,8 @@ func (b *browser) text(t *testing.T, sel string) string {
 // sessionTicket returns the __Host-PBSAuthCookie value the browser holds, or "".
 func (b *browser) sessionTicket(t *testing.T) string {
 	t.Helper()
-	for _, c := range b.cookies(t) {
-		if c.Name == "__Host-PBSAuthCookie" {
-			return c.Value
-		}
+	if c := b.cookie(t, "__Host-PBSAuthCookie"); c != nil {
+		return c.Value
 	}
 	return ""
 }
@@ -114,9 +120,10 @@ func (st *stack) ticketStatus(t *testing.T, tk string) int {
 func (b *browser) signIn(t *testing.T, user, password string) {
 	t.Helper()
 	b.navigate(t, "/gatehouse/login")
-	b.fill(t, "#username", user)
-	b.fill(t, "#password", password)
-	b.navigating(t, "/gatehouse/account", chromedp.Click(chromedp.CSS(`#login button[type=submit]`)))
+	b.login(t, user, password, "pbs")
+	if at := eval[string](t, b, `location.pathname`); at != "/gatehouse/account" {
+		t.Fatalf("signing in as %s led to %s; want %s", user, at, "/gatehouse/account")
+	}
 	b.waitJS(t, "the account page with its lists loaded", `document.querySelector('#user').textContent === `+jsString(user)+
 		` && !document.querySelector('[aria-busy=true]')`)
 	if errs := b.text(t, "#token-table-error") + b.text(t, "#tfa-list-error"); errs != "" {
@@ -133,13 +140,7 @@ func jsString(s string) string {
 // real peer, as a phone's camera would.
 func (b *browser) qrText(t *testing.T, sel string) string {
 	t.Helper()
-	tool, err := exec.LookPath("zbarimg")
-	if err != nil {
-		if os.Getenv("GATEHOUSE_REQUIRE_TOOLS") != "" {
-			t.Fatal("zbarimg not installed (package zbar-tools), required by GATEHOUSE_REQUIRE_TOOLS")
-		}
-		t.Skip("zbarimg not installed (package zbar-tools)")
-	}
+	tool := requireTool(t, "zbarimg", "zbar-tools")
 	src := eval[string](t, b, fmt.Sprintf(`document.querySelector(%s).src`, jsString(sel)))
 	b64, ok := strings.CutPrefix(src, "data:image/png;base64,")
 	if !ok {

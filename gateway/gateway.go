@@ -254,9 +254,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			s.tooMany(w, client, now)
 			return
 		}
-		if err := s.reloadKeys(); err != nil {
-			s.o.Log.Error("reloading keys", "err", err)
-			reply.Error(w, http.StatusServiceUnavailable, "keys unavailable")
+		if !s.keysReady(w) {
 			return
 		}
 		var c caller
@@ -374,6 +372,17 @@ func (s *Server) reloadKeys() error {
 	return nil
 }
 
+// keysReady reloads the keys when their generation moved (reloadKeys); when they cannot be
+// loaded it answers 503 and returns false.
+func (s *Server) keysReady(w http.ResponseWriter) bool {
+	if err := s.reloadKeys(); err != nil {
+		s.o.Log.Error("reloading keys", "err", err)
+		reply.Error(w, http.StatusServiceUnavailable, "keys unavailable")
+		return false
+	}
+	return true
+}
+
 // Reload is proxyd's SIGHUP: it reads authkey.pub and csrf.key again (through LoadKeys) even
 // when no generation moved, and drops this process's token and user caches so that the next
 // request reads token.shadow and user.cfg from disk. When a key cannot be loaded it returns the
@@ -394,6 +403,13 @@ func (s *Server) Reload() error {
 	s.o.Tokens.Forget()
 	s.o.Users.Forget()
 	return nil
+}
+
+// clearedCookie is the Set-Cookie that removes the ticket cookie name from the browser.
+func (s *Server) clearedCookie(name string) *http.Cookie {
+	ck := s.ticketCookieFor(name, "")
+	ck.MaxAge = -1
+	return ck
 }
 
 // cookieSafe reports whether v can be a cookie value as it is (RFC 6265 cookie-octets; no
@@ -483,9 +499,7 @@ func (s *Server) fromApid(resp *http.Response) error {
 	}
 	if clearsCookies(r, resp.StatusCode) {
 		for _, name := range []string{s.cookie, s.legacy} {
-			ck := s.ticketCookieFor(name, "")
-			ck.MaxAge = -1
-			resp.Header.Add("Set-Cookie", ck.String())
+			resp.Header.Add("Set-Cookie", s.clearedCookie(name).String())
 		}
 	}
 	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {

@@ -140,9 +140,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusUnauthorized, "no session")
 		return
 	}
-	if err := s.reloadKeys(); err != nil {
-		s.o.Log.Error("reloading keys", "err", err)
-		reply.Error(w, http.StatusServiceUnavailable, "keys unavailable")
+	if !s.keysReady(w) {
 		return
 	}
 	c, err := s.checkTicket(r, tk, now) // a GET: no CSRF check

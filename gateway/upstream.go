@@ -245,9 +245,7 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 	case doorUpstream, doorPage:
 		if d == doorPage || browserNavigation(r.Method, r.Header) {
 			if expired {
-				ck := s.ticketCookieFor(tk.name, "")
-				ck.MaxAge = -1
-				http.SetCookie(w, ck)
+				http.SetCookie(w, s.clearedCookie(tk.name))
 			}
 			w.Header().Set("Cache-Control", "no-store")
 			http.Redirect(w, r, loginURL(r.URL.RequestURI(), expired), http.StatusSeeOther)
