@@ -44,9 +44,6 @@ func format() cfgstore.Format[*Config] {
 
 // Open returns a Store for o.Path. It does not read the file.
 func Open(o Options) (*Store, error) {
-	if o.Path == "" {
-		return nil, errors.New("opening acl config: no path given")
-	}
 	if o.LockPath == "" {
 		o.LockPath = filepath.Join(filepath.Dir(o.Path), ".acl.lck")
 	}

@@ -1,7 +1,6 @@
 package users
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,9 +40,6 @@ func format() cfgstore.Format[*Config] {
 
 // Open returns a Store for o.Path. It does not read the file: that happens on first use.
 func Open(o Options) (*Store, error) {
-	if o.Path == "" {
-		return nil, errors.New("opening user config: no path given")
-	}
 	if o.LockPath == "" {
 		o.LockPath = filepath.Join(filepath.Dir(o.Path), ".user.lck")
 	}
