@@ -13,6 +13,12 @@ import (
 
 // BenchmarkCases runs the harness's cases under go test -bench (sizes 10 and 1000; the
 // 100 000-token rows run in the harness: go run ./bench).
+// TestMain runs a daemon role when the harness re-executes the test binary (see runRole).
+func TestMain(m *testing.M) {
+	runRole()
+	os.Exit(m.Run())
+}
+
 func BenchmarkCases(b *testing.B) {
 	fixtures := map[int]*fixture{}
 	defer func() {
@@ -39,10 +45,10 @@ func BenchmarkCases(b *testing.B) {
 	}
 }
 
-// BenchmarkEndToEnd runs the end-to-end cases: apid and proxyd started in this process, GET
+// BenchmarkEndToEnd runs the end-to-end cases: apid and proxyd started as child processes, GET
 // requests over one keep-alive HTTPS client from GOMAXPROCS goroutines (vary with -cpu).
 func BenchmarkEndToEnd(b *testing.B) {
-	s, err := startStack(runtime.GOMAXPROCS(0))
+	s, err := startStack(stackOptions{conns: runtime.GOMAXPROCS(0)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,7 +117,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // TestStackStops checks the fixture's daemons answer and are gone after close: the port is
 // closed and the temp dir removed.
 func TestStackStops(t *testing.T) {
-	s, err := startStack(1)
+	s, err := startStack(stackOptions{conns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"gatehouse/authority"
 	"gatehouse/gateway"
@@ -24,13 +28,16 @@ import (
 	"gatehouse/shmem"
 )
 
-// stack is apid and proxyd running in this process (each Main in its own goroutine, on temp
-// config and run dirs), with a pbs user, a ticket for it and one of its API tokens.
+// stack is apid and one or more proxyd running as child processes of this one (the harness
+// binary re-executed with roleEnv set, see runRole), on temp config and run dirs, with a pbs
+// user, a ticket for it and one of its API tokens. Every proxyd serves the same config and maps
+// the same generation file.
 type stack struct {
 	dir     string
-	cancel  context.CancelFunc
-	daemons []*daemon
-	url     string       // https://127.0.0.1:port/api2/json
+	dirs    layout.Dirs
+	daemons []*daemon    // apid first, then each proxyd
+	urls    []string     // https://127.0.0.1:port/api2/json, one per proxyd
+	url     string       // urls[0]
 	client  *http.Client // the one keep-alive HTTPS client every row shares
 	apid    *http.Client // apid's unix socket, as the local administrator (root@pam)
 	gen     *shmem.Cache // the generation file, opened as a config writer would
@@ -44,33 +51,78 @@ const (
 	e2eToken    = "load"
 )
 
-// startStack starts apid, then proxyd on 127.0.0.1:0, and makes the user, ticket and token.
-// conns is how many keep-alive connections the client keeps open (the rows' goroutines).
-func startStack(conns int) (_ *stack, err error) {
+// Roles of the re-executed harness binary: roleEnv names the daemon, argsEnv holds its
+// arguments as a JSON array.
+const (
+	roleEnv = "GATEHOUSE_BENCH_ROLE"
+	argsEnv = "GATEHOUSE_BENCH_ARGS"
+)
+
+// runRole runs the daemon roleEnv names, when it is set, and exits; main and TestMain call it
+// first.
+func runRole() {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		return
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv(argsEnv)), &args); err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: bad %s: %v\n", role, argsEnv, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var err error
+	switch role {
+	case "apid":
+		err = authority.Main(ctx, args, os.Stderr)
+	case "proxyd":
+		err = gateway.Main(ctx, args, os.Stderr)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", role, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// stackOptions says how many proxyd processes to start and what extra arguments each gets.
+type stackOptions struct {
+	conns      int      // keep-alive connections the client keeps per proxyd (the rows' goroutines)
+	proxyds    int      // proxyd processes; 0 means 1
+	proxydArgs []string // added to every proxyd's arguments
+}
+
+// startStack starts apid, then each proxyd on 127.0.0.1:0, and makes the user, ticket and
+// token.
+func startStack(o stackOptions) (_ *stack, err error) {
 	dir, err := os.MkdirTemp("", "gatehouse-bench-e2e-")
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &stack{dir: dir, cancel: cancel}
+	s := &stack{dir: dir, dirs: layout.Dirs{Config: filepath.Join(dir, "etc"), Run: filepath.Join(dir, "run")}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.close())
 		}
 	}()
-	d := layout.Dirs{Config: filepath.Join(dir, "etc"), Run: filepath.Join(dir, "run")}
-	self := fmt.Sprint(os.Getuid())
-	if _, err := s.start(ctx, "apid", authority.Main,
-		"--config-dir", d.Config, "--run-dir", d.Run, "--proxy-user", self); err != nil {
+	d := s.dirs
+	if _, err := s.start("apid", "--config-dir", d.Config, "--run-dir", d.Run, "--proxy-user", fmt.Sprint(os.Getuid())); err != nil {
 		return nil, err
 	}
-	addr, err := s.start(ctx, "proxyd", gateway.Main,
-		"--config-dir", d.Config, "--run-dir", d.Run, "--listen", "127.0.0.1:0",
-		"--auth-log", filepath.Join(dir, "auth.log"), "--fail-delay", "-1s", "--metrics-listen", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	for i := range max(o.proxyds, 1) {
+		args := append([]string{"--config-dir", d.Config, "--run-dir", d.Run, "--listen", "127.0.0.1:0",
+			"--auth-log", filepath.Join(dir, fmt.Sprintf("auth-%d.log", i)), "--fail-delay", "-1s",
+			"--metrics-listen", ""}, o.proxydArgs...)
+		addr, err := s.start("proxyd", args...)
+		if err != nil {
+			return nil, err
+		}
+		s.urls = append(s.urls, "https://"+addr+"/api2/json")
 	}
-	s.url = "https://" + addr + "/api2/json"
+	s.url = s.urls[0]
 	pem, err := os.ReadFile(d.ProxyCert())
 	if err != nil {
 		return nil, err
@@ -83,7 +135,7 @@ func startStack(conns int) (_ *stack, err error) {
 	// connection per goroutine.
 	s.client = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool},
-		MaxIdleConnsPerHost: conns,
+		MaxIdleConnsPerHost: max(o.conns, 1),
 	}}
 	sock := d.Socket()
 	s.apid = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -156,8 +208,8 @@ func call(c *http.Client, method, u string, form url.Values, h http.Header) (jso
 	return out.Data, nil
 }
 
-// close stops both daemons, waits for them to return and removes the temp dir. The daemons'
-// logs are part of the error when one failed.
+// close stops every daemon (SIGTERM, then SIGKILL after 10 s), waits for them and removes the
+// temp dir. A daemon that exited with an error adds it and its log to the error.
 func (s *stack) close() error {
 	if s.client != nil {
 		s.client.CloseIdleConnections()
@@ -165,11 +217,10 @@ func (s *stack) close() error {
 	if s.apid != nil {
 		s.apid.CloseIdleConnections()
 	}
-	s.cancel()
 	var errs []error
-	for _, d := range s.daemons {
-		if err := <-d.done; err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w\n%s", d.name, err, d.log.String()))
+	for i := len(s.daemons) - 1; i >= 0; i-- { // proxyd before apid
+		if err := s.daemons[i].stop(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s.gen != nil {
@@ -179,25 +230,66 @@ func (s *stack) close() error {
 	return errors.Join(errs...)
 }
 
-// daemon is one Main running in a goroutine.
+// daemon is one child process running a role.
 type daemon struct {
 	name string
+	cmd  *exec.Cmd
 	log  logWriter
-	done chan error // Main's result; buffered
+	done chan error // cmd.Wait's result; buffered
 }
 
-// start runs main in a goroutine and returns the address it logs with msg=listening, or an
-// error with its log if it returns first.
-func (s *stack) start(ctx context.Context, name string, main func(context.Context, []string, io.Writer) error, args ...string) (string, error) {
-	d := &daemon{name: name, done: make(chan error, 1), log: logWriter{addr: make(chan string, 1)}}
+// stopWait is how long a daemon gets to exit after SIGTERM before it is killed.
+const stopWait = 10 * time.Second
+
+// stop sends SIGTERM (SIGKILL after stopWait) and waits; a non-zero exit is an error with the
+// daemon's log. Calling it again returns nil.
+func (d *daemon) stop() error {
+	if d.done == nil {
+		return nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-d.done:
+	case <-time.After(stopWait):
+		d.cmd.Process.Kill()
+		err = fmt.Errorf("did not stop within %v after SIGTERM: %w", stopWait, <-d.done)
+	}
+	d.done = nil
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", d.name, err, d.log.String())
+	}
+	return nil
+}
+
+// start runs a role as a child process (this binary re-executed; SIGTERM should this process
+// die) and returns the address it logs with msg=listening, or an error with its log if it
+// exits first.
+func (s *stack) start(role string, args ...string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding this program to start %s: %w", role, err)
+	}
+	js, err := json.Marshal(args)
+	if err != nil {
+		return "", err
+	}
+	d := &daemon{name: role, done: make(chan error, 1), log: logWriter{addr: make(chan string, 1)}}
+	d.cmd = exec.Command(self, "-test.run=^$")
+	d.cmd.Env = append(os.Environ(), roleEnv+"="+role, argsEnv+"="+string(js))
+	d.cmd.Stderr = &d.log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := d.cmd.Start(); err != nil {
+		return "", fmt.Errorf("starting %s: %w", role, err)
+	}
 	s.daemons = append(s.daemons, d)
-	go func() { d.done <- main(ctx, args, &d.log) }()
+	go func() { d.done <- d.cmd.Wait() }()
 	select {
 	case addr := <-d.log.addr:
 		return addr, nil
 	case err := <-d.done:
-		d.done <- nil // reported here, not again by close
-		return "", fmt.Errorf("%s returned before listening: %v\n%s", name, err, d.log.String())
+		d.done = nil // reported here, not again by close
+		return "", fmt.Errorf("%s exited before listening: %v\n%s", role, err, d.log.String())
 	}
 }
 
