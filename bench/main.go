@@ -61,7 +61,6 @@ type report struct {
 }
 
 // e2eRow is one end-to-end case. Bytes and allocations count the client (this process) only.
-// proxyd and apid together.
 type e2eRow struct {
 	Name         string  `json:"name"`
 	Goroutines   int     `json:"goroutines"`
