@@ -14,14 +14,16 @@ BENCHTIME ?= 1s
 # reads the TOTP QR code the account page shows.
 DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl \
 	systemd-analyze:systemd /usr/sbin/nginx:nginx chromium:chromium zbarimg:zbar-tools
-# Every fuzz target: package and function.
+# Every fuzz target: package and function (TestFuzzTargetsListed checks none is missing). The
+# two FuzzServe targets send whole requests to proxyd's and apid's handlers.
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
 	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
-	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge
+	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge \
+	./tfa:FuzzWebauthnLogin ./tfa:FuzzWebauthnRegistration ./gateway:FuzzServe ./authority:FuzzServe
 
 .PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench clean install uninstall
 
@@ -68,8 +70,8 @@ deps:
 	$(GO) mod download
 
 fuzz:
-	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzzing $$fn in $$pkg for $(FUZZTIME)"; \
+	@n=0; total=$(words $(FUZZ_TARGETS)); for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; n=$$((n+1)); \
+		echo "[$$n/$$total] fuzzing $$fn in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
 
 fuzz-smoke:

@@ -206,3 +206,79 @@ func FuzzSplitChallenge(f *testing.F) {
 		}
 	})
 }
+
+// withMember returns the JSON object value with member challenge set, or value unchanged when
+// it is not a JSON object.
+func withMember(value, challenge string) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal([]byte(value), &obj) != nil || obj == nil {
+		return value
+	}
+	obj["challenge"], _ = json.Marshal(challenge)
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return value
+	}
+	return string(b)
+}
+
+// FuzzWebauthnLogin sends the second login step arbitrary WebAuthn answers. alice has a
+// registered key; each input gets a fresh challenge, and when it is a JSON object its
+// "challenge" member is set to that challenge, so the bytes reach go-webauthn's parser and
+// the signature check. No answer may log in (that needs the key's signature over the fresh
+// challenge) and every refusal is ErrFailed or ErrInvalid. The state file is removed before
+// each input, so the failure lockout (100 failures) never stops inputs before the parser.
+func FuzzWebauthnLogin(f *testing.F) {
+	m := newWebauthnManager(f, publicRP)
+	a := newAuthenticator(f, publicRP, alice)
+	a.register(f, m, alice, t0)
+	real, _ := strings.CutPrefix(a.answer(f, challenge(f, m, alice, t0)), "webauthn:")
+	f.Add(real)
+	f.Add(`{"id":"x","rawId":"x","type":"public-key","response":{"authenticatorData":"","clientDataJSON":"e30","signature":""}}`)
+	f.Add(`{}`)
+	f.Add(`[`)
+	f.Fuzz(func(t *testing.T, value string) {
+		if err := os.Remove(m.statePath(alice)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		ch := challenge(t, m, alice, t0)
+		wa := jsonMember(t, ch, "webauthn")
+		err := m.Verify(alice, ch, "webauthn:"+withMember(value, publicKeyChallenge(t, string(wa))), t0)
+		if err == nil {
+			t.Fatalf("answer %q logged in", value)
+		}
+		if !errors.Is(err, ErrFailed) && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("answer %q: %v; want ErrFailed or ErrInvalid", value, err)
+		}
+	})
+}
+
+// FuzzWebauthnRegistration sends the registration's second step arbitrary attestation
+// responses for a fresh challenge: none may add a factor (tfa.json keeps its one key).
+func FuzzWebauthnRegistration(f *testing.F) {
+	m := newWebauthnManager(f, publicRP)
+	a := newAuthenticator(f, publicRP, alice)
+	a.register(f, m, alice, t0)
+	options, err := m.BeginRegistration(alice, "second", t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, real := a.attest(f, options)
+	f.Add(real)
+	f.Add(tamper(f, real))
+	f.Add(`{"id":"x","rawId":"x","type":"public-key","response":{"attestationObject":"o2NmbXRkbm9uZQ","clientDataJSON":"e30"}}`)
+	f.Add(`null`)
+	before := len(config(f, m).Users[alice].Webauthn)
+	f.Fuzz(func(t *testing.T, response string) {
+		options, err := m.BeginRegistration(alice, "fuzzed", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.FinishRegistration(alice, publicKeyChallenge(t, options), response, t0); err == nil {
+			t.Fatalf("registration %q accepted", response)
+		}
+		if n := len(config(t, m).Users[alice].Webauthn); n != before {
+			t.Fatalf("after registration %q, %d keys; want %d", response, n, before)
+		}
+	})
+}
