@@ -12,6 +12,7 @@ import (
 
 	"gatehouse/forward"
 	"gatehouse/layout"
+	"gatehouse/lockfile"
 	"gatehouse/realm"
 )
 
@@ -20,7 +21,7 @@ func newTestServer(t *testing.T) (*Server, layout.Dirs) {
 	t.Helper()
 	base := t.TempDir()
 	d := layout.Dirs{Config: filepath.Join(base, "etc"), Run: filepath.Join(base, "run")}
-	s, gen, err := setUp(d, -1, "PBS", realm.DefaultPAMService, slog.New(slog.DiscardHandler))
+	s, gen, err := setUp(d, -1, "PBS", realm.DefaultPAMService, lockfile.DefaultTimeout, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,11 +57,13 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"gatehouse/acl"
 	"gatehouse/authid"
 	"gatehouse/forward"
+	"gatehouse/lockfile"
 	"gatehouse/peercred"
 	"gatehouse/realm"
 	"gatehouse/reply"
@@ -412,7 +414,19 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c who) {
 	reply.Data(w, nil)
 }
 
+// internal answers a failure of the server side. Two kinds name their cause to the caller, as
+// they are the operator's to fix and their errors hold only paths: a lock another process holds
+// past the lock timeout (503, "taking exclusive lock <path>: timeout after ...") and a full file
+// system or a file-size limit (507, "... <path>: no space left on device"); the old file is then
+// whole and still served. Anything else is 500 "<doing> failed", with the details in the log only.
 func (s *Server) internal(w http.ResponseWriter, err error, doing string) {
 	s.o.Log.Error(doing, "err", err)
-	reply.Error(w, http.StatusInternalServerError, doing+" failed")
+	switch {
+	case errors.Is(err, lockfile.ErrTimeout):
+		reply.Error(w, http.StatusServiceUnavailable, doing+" failed: "+err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT), errors.Is(err, syscall.EFBIG):
+		reply.Error(w, http.StatusInsufficientStorage, doing+" failed: "+err.Error())
+	default:
+		reply.Error(w, http.StatusInternalServerError, doing+" failed")
+	}
 }

@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"gatehouse/acl"
 	"gatehouse/layout"
 	"gatehouse/lifecycle"
+	"gatehouse/lockfile"
 	"gatehouse/peercred"
 	"gatehouse/realm"
 	"gatehouse/revocation"
@@ -33,8 +35,11 @@ const DaemonUser = "gatehouse"
 
 // Main runs apid with command-line args until ctx is done. It creates what a first start
 // needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
-// certificate and user.cfg with root@pam. It logs "listening" once the socket accepts. SIGHUP
-// calls Server.Reload (package lifecycle: sd_notify, drain).
+// certificate and user.cfg with root@pam, and it removes the temp files of the key files that
+// an apid killed mid-write left (the stores remove those of the other files at their next
+// write). It logs "listening" once the socket accepts. SIGHUP calls Server.Reload (package
+// lifecycle: sd_notify, drain). --lock-timeout (default 10 s) bounds every config write's wait
+// for its file's lock; a write that runs out answers 503 naming the lock.
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("apid", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -44,6 +49,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	proxyUser := fl.String("proxy-user", DaemonUser, "user (name or uid) proxyd runs as: admitted on the socket, group of the files it reads")
 	prefix := fl.String("prefix", "PBS", "ticket product prefix")
 	pamService := fl.String("pam-service", realm.DefaultPAMService, "PAM service of the pam realm")
+	lockTimeout := fl.Duration("lock-timeout", lockfile.DefaultTimeout, "how long a config write waits for its file's lock before failing with a timeout (503)")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -52,7 +58,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, gen, err := setUp(d, gid, *prefix, *pamService, log)
+	if *lockTimeout <= 0 {
+		return fmt.Errorf("--lock-timeout %v: must be positive", *lockTimeout)
+	}
+	s, gen, err := setUp(d, gid, *prefix, *pamService, *lockTimeout, log)
 	if err != nil {
 		return err
 	}
@@ -102,7 +111,7 @@ func lookupUser(name string) (uid, gid int, err error) {
 }
 
 // setUp makes the directories and first-start files and opens every store.
-func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) (*Server, *shmem.Cache, error) {
+func setUp(d layout.Dirs, gid int, prefix, pamService string, lockTimeout time.Duration, log *slog.Logger) (*Server, *shmem.Cache, error) {
 	for _, dir := range []string{d.Config, d.Run, d.ShmemDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, nil, fmt.Errorf("making directory %s: %w", dir, err)
@@ -118,6 +127,13 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	fail := func(err error) (*Server, *shmem.Cache, error) {
 		gen.Close()
 		return nil, nil, err
+	}
+	// apid alone writes the key files, holding no lock: a temp file of theirs that an apid killed
+	// mid-replace left (a private key among them) is removed here, before anything writes them.
+	for _, f := range []string{d.AuthKey(), d.AuthPub(), d.AuthRetired(), d.CSRFKey(), d.ProxyKey(), d.ProxyCert()} {
+		if err := lockfile.CleanTemps(filepath.Dir(f), filepath.Base(f)); err != nil {
+			return fail(err)
+		}
 	}
 	if _, err := os.Stat(d.AuthKey()); errors.Is(err, fs.ErrNotExist) {
 		if err := ticket.GenerateKeys(d.AuthKey(), d.AuthPub(), gid); err != nil {
@@ -151,30 +167,30 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 	if err != nil {
 		return fail(err)
 	}
-	us, err := users.Open(users.Options{Path: d.UserCfg(), LockPath: d.Lock("user.cfg"), Generations: gen, GID: gid})
+	us, err := users.Open(users.Options{Path: d.UserCfg(), LockPath: d.Lock("user.cfg"), Generations: gen, GID: gid, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
 	if err := us.Bootstrap(); err != nil {
 		return fail(err)
 	}
-	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen, GID: gid})
+	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen, GID: gid, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
-	pw, err := realm.OpenPasswords(realm.PasswordOptions{Path: d.Shadow(), LockPath: d.Lock("shadow.json")})
+	pw, err := realm.OpenPasswords(realm.PasswordOptions{Path: d.Shadow(), LockPath: d.Lock("shadow.json"), LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
-	rev, err := revocation.Open(revocation.Options{Path: d.Revocations(), LockPath: d.Lock("revocations"), Generations: gen, GID: gid})
+	rev, err := revocation.Open(revocation.Options{Path: d.Revocations(), LockPath: d.Lock("revocations"), Generations: gen, GID: gid, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
-	ac, err := acl.Open(acl.Options{Path: d.AclCfg(), LockPath: d.Lock("acl"), Generations: gen, GID: gid})
+	ac, err := acl.Open(acl.Options{Path: d.AclCfg(), LockPath: d.Lock("acl"), Generations: gen, GID: gid, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}
-	tf, err := tfa.Open(tfa.Options{Path: d.TFA(), StateDir: d.TFAState(), LockPath: d.Lock("tfa"), Generations: gen, Log: log})
+	tf, err := tfa.Open(tfa.Options{Path: d.TFA(), StateDir: d.TFAState(), LockPath: d.Lock("tfa"), Generations: gen, Log: log, LockTimeout: lockTimeout})
 	if err != nil {
 		return fail(err)
 	}

@@ -55,6 +55,8 @@ func TestMain(m *testing.M) {
 		err = gateway.Main(ctx, args, os.Stderr)
 	case "read":
 		err = readFiles(args)
+	case "hold-locks":
+		err = holdLocks(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -87,7 +89,8 @@ type stack struct {
 	url     string // https://127.0.0.1:port/api2/json
 	metrics string // http://127.0.0.1:port/metrics, from proxyd's msg="metrics listening" line
 	authLog string
-	split   bool // proxyd runs as another uid than apid
+	split   bool     // proxyd runs as another uid than apid
+	apidArg []string // apid's command line, to start it again
 	http    *http.Client
 	apid    *http.Client          // straight to apid's socket, as a local administrator
 	procs   map[string]*proc      // by role
@@ -112,7 +115,11 @@ func (st *stack) stop(role string) error {
 type options struct {
 	burst      int
 	pamService string
-	upstream   string // --upstream URL
+	upstream   string   // --upstream URL
+	apidArgs   []string // more apid flags
+	// prepare, when set, runs once the directories are chosen and before apid starts (the
+	// config directory may not exist yet), e.g. to mount a file system there.
+	prepare func(t *testing.T, d layout.Dirs)
 }
 
 // start runs apid, then proxyd, and waits until both listen.
@@ -150,7 +157,11 @@ func start(t *testing.T, o options) *stack {
 	if o.pamService != "" {
 		apidArgs = append(apidArgs, "--pam-service", o.pamService)
 	}
-	st.run(t, "apid", false, apidArgs...)
+	st.apidArg = append(apidArgs, o.apidArgs...)
+	if o.prepare != nil {
+		o.prepare(t, st.dirs)
+	}
+	st.run(t, "apid", false, st.apidArg...)
 	burst := o.burst
 	if burst == 0 {
 		burst = 1000
@@ -310,6 +321,15 @@ func (st *stack) admin(t *testing.T, c call) answer {
 
 func doOn(t *testing.T, client *http.Client, base string, c call) answer {
 	t.Helper()
+	a, err := tryOn(client, base, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// tryOn is doOn returning the failures it would fail the test with: no answer, or not JSON.
+func tryOn(client *http.Client, base string, c call) (answer, error) {
 	var body io.Reader
 	ctype := ""
 	switch {
@@ -324,7 +344,7 @@ func doOn(t *testing.T, client *http.Client, base string, c call) answer {
 	}
 	req, err := http.NewRequest(c.method, base+c.path, body)
 	if err != nil {
-		t.Fatal(err)
+		return answer{}, err
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
@@ -334,7 +354,7 @@ func doOn(t *testing.T, client *http.Client, base string, c call) answer {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", c.method, c.path, err)
+		return answer{}, fmt.Errorf("%s %s: %w", c.method, c.path, err)
 	}
 	defer resp.Body.Close()
 	var out struct {
@@ -344,9 +364,9 @@ func doOn(t *testing.T, client *http.Client, base string, c call) answer {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: answer %d is not JSON: %q", c.method, c.path, resp.StatusCode, raw)
+		return answer{}, fmt.Errorf("%s %s: answer %d is not JSON: %q", c.method, c.path, resp.StatusCode, raw)
 	}
-	return answer{resp.StatusCode, resp.Header, out.Data, out.Message, out.Errors}
+	return answer{resp.StatusCode, resp.Header, out.Data, out.Message, out.Errors}, nil
 }
 
 func (a answer) decode(t *testing.T, v any) {

@@ -16,7 +16,8 @@
 //
 // # Writers and readers
 //
-// Revoke takes the exclusive lock (lockfile, 10 s), rewrites the file atomically, bumps the
+// Revoke takes the exclusive lock (lockfile, 10 s), removes the temp files a writer killed
+// mid-replace left (lockfile.CleanTemps), rewrites the file atomically, bumps the
 // user generation in the shared ConfigVersionCache and only then returns: a request that
 // starts afterwards, in any process, sees the revocation. Readers keep the parsed file of one
 // generation and re-read it only when the user generation moves; the check itself is a map
@@ -147,6 +148,11 @@ func (s *Store) Revoke(userid string, now time.Time) error {
 	opt := lockfile.DefaultOptions(0o640)
 	if s.o.GID > 0 {
 		opt.GID = s.o.GID
+	}
+	// A writer killed mid-replace leaves its temp file; nobody else would remove it.
+	dir, base := filepath.Split(s.o.Path)
+	if err := lockfile.CleanTemps(filepath.Clean(dir), base); err != nil {
+		return fmt.Errorf("revoking tickets of %s: %w", userid, err)
 	}
 	if err := lockfile.Replace(s.o.Path, append(data, '\n'), opt); err != nil {
 		return fmt.Errorf("revoking tickets of %s: %w", userid, err)
