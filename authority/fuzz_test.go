@@ -11,6 +11,7 @@ import (
 
 	"gatehouse/forward"
 	"gatehouse/layout"
+	"gatehouse/lockfile"
 )
 
 // FuzzServe sends apid's whole handler arbitrary request bodies and parameters, as proxyd
@@ -23,7 +24,7 @@ import (
 func FuzzServe(f *testing.F) {
 	base := f.TempDir()
 	d := layout.Dirs{Config: filepath.Join(base, "etc"), Run: filepath.Join(base, "run")}
-	s, gen, err := setUp(d, -1, "PBS", "gatehouse-fuzz-none", slog.New(slog.DiscardHandler))
+	s, gen, err := setUp(d, -1, "PBS", "gatehouse-fuzz-none", lockfile.DefaultTimeout, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}
