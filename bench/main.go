@@ -66,6 +66,10 @@ type machine struct {
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	Go         string `json:"go"`
 	OS         string `json:"os"`
+	// The 1, 5 and 15 minute load averages (/proc/loadavg) when the run started and ended:
+	// other work on the machine shows here.
+	LoadStart string `json:"load_avg_start"`
+	LoadEnd   string `json:"load_avg_end"`
 }
 
 type targets struct {
@@ -103,6 +107,7 @@ func main() {
 	clients := flag.Int("clients", 2*runtime.GOMAXPROCS(0), "load client goroutines, each with its own keep-alive connection, spread over the proxyd processes")
 	proxydsFlag := flag.String("proxyds", "1,2", "load configurations: proxyd processes sharing the generation file")
 	tokens := flag.Int("tokens", 100_000, "distinct API tokens of the many-tokens load row (written before apid starts)")
+	from := flag.String("from", "", "measure nothing: read the results of an earlier -json run from this file and print (or -report) them")
 	reportPath := flag.String("report", "", "also rewrite the report section (between "+beginMarker+" and "+endMarker+") of this markdown file")
 	flag.Parse()
 	fail := func(code int, err error) {
@@ -132,11 +137,15 @@ func main() {
 			fail(2, err)
 		}
 	}
-	rep, err := run(cfg, os.Stderr)
+	var rep *report
+	if *from != "" {
+		rep, err = readReport(*from)
+	} else if rep, err = run(cfg, os.Stderr); err == nil {
+		rep.Command = strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")
+	}
 	if err != nil {
 		fail(1, err)
 	}
-	rep.Command = strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")
 	if *reportPath != "" {
 		if err := writeReportFile(*reportPath, rep); err != nil {
 			fail(1, err)
@@ -152,6 +161,19 @@ func main() {
 		return
 	}
 	printTable(os.Stdout, rep)
+}
+
+// readReport reads the JSON a -json run printed.
+func readReport(path string) (*report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("reading results from %s: %w", path, err)
+	}
+	return &rep, nil
 }
 
 // parseSizes reads a comma-separated list of positive numbers given to flag.
@@ -173,8 +195,9 @@ func run(cfg config, progress io.Writer) (*report, error) {
 	sizes := cfg.sizes
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine{
 		CPU: cpuModel(), Cores: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH,
+		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadStart: loadAvg(),
 	}}
+	defer func() { rep.Machine.LoadEnd = loadAvg() }()
 	fixtures := map[int]*fixture{}
 	defer func() {
 		for _, f := range fixtures {
@@ -279,7 +302,8 @@ func measure(name string, body func(b *testing.B)) (testing.BenchmarkResult, err
 
 func printTable(w io.Writer, rep *report) {
 	m := rep.Machine
-	fmt.Fprintf(w, "machine: %s, %d cores, GOMAXPROCS=%d, %s %s\n\n", m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.OS)
+	fmt.Fprintf(w, "machine: %s, %d cores, GOMAXPROCS=%d, %s %s, load average %s at the start, %s at the end\n\n",
+		m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.OS, m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(w, "| %-52s | %14s | %12s | %9s | %12s |\n", "case", "ns/op", "B/op", "allocs/op", "slow/this")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 54), strings.Repeat("-", 16), strings.Repeat("-", 14), strings.Repeat("-", 11), strings.Repeat("-", 14))
 	for _, r := range rep.Rows {
@@ -317,6 +341,15 @@ func yes(b bool) string {
 		return "met"
 	}
 	return "MISSED"
+}
+
+// loadAvg returns the three load averages of /proc/loadavg.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // cpuModel returns the "model name" of the first CPU in /proc/cpuinfo.
