@@ -69,8 +69,8 @@ func reportVerify(w io.Writer, rep *report) {
 		}
 	}
 	fmt.Fprintf(w, "Verified-secret cache (`tokenshadow`, one goroutine): cached verify %.1f ns/op (<= 100: %s), %d allocations (0: %s), "+
-		"%.0fx faster than the `$5$` slow path%s (>= 10 000x: %s); a manual edit of token.shadow noticed within %s (< 1 s: %s).\n",
-		t.CachedNsPerOp, yes(t.MetNs100), t.CachedAllocs, yes(t.MetZeroAllocs), t.SpeedupVsSlow, slow, yes(t.MetSpeedup10000x),
+		"%sx faster than the `$5$` slow path%s (>= 10 000x: %s); a manual edit of token.shadow noticed within %s (< 1 s: %s).\n",
+		t.CachedNsPerOp, yes(t.MetNs100), t.CachedAllocs, yes(t.MetZeroAllocs), groupDigits(int64(t.SpeedupVsSlow+0.5)), slow, yes(t.MetSpeedup10000x),
 		formatLatency(int64(t.EditNoticedMaxNs)), yes(t.MetEditWithin1s))
 }
 
