@@ -31,6 +31,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,6 +127,9 @@ func main() {
 		}
 		if *duration <= 0 || *clients < 1 || *tokens < 1 {
 			fail(2, errors.New("-duration, -clients and -tokens must be positive"))
+		}
+		if *clients < slices.Max(proxyds) {
+			fail(2, fmt.Errorf("-clients %d leaves some of %d proxyd without a client", *clients, slices.Max(proxyds)))
 		}
 		cfg.load = &loadOptions{duration: *duration, clients: *clients, proxyds: proxyds, tokens: *tokens}
 	}
