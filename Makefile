@@ -6,6 +6,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME ?= 30s
 SMOKE_FUZZTIME ?= 3s
 BENCHTIME ?= 1s
+LOADTIME ?= 5s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
 # PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
 # (the demo's printed commands) are real peers; systemd-analyze checks the units; nginx
@@ -25,7 +26,7 @@ FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./cry
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge \
 	./tfa:FuzzWebauthnLogin ./tfa:FuzzWebauthnRegistration ./gateway:FuzzServe ./authority:FuzzServe
 
-.PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench clean install uninstall
+.PHONY: all build run run-reset test check deps fuzz fuzz-smoke bench report clean install uninstall
 
 all: build
 
@@ -77,9 +78,16 @@ fuzz:
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKE_FUZZTIME)
 
+# `make bench`: every package's go test benchmarks, then the harness (package bench): the
+# verify table and the load table through real apid and proxyd processes, LOADTIME per row.
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
-	$(GO) run ./bench -benchtime $(BENCHTIME)
+	$(GO) run ./bench -benchtime $(BENCHTIME) -duration $(LOADTIME)
+
+# `make report`: runs the harness and rewrites the Report section of README.md (between its
+# report markers) with the figures, the machine and the command.
+report:
+	$(GO) run ./bench -benchtime $(BENCHTIME) -duration $(LOADTIME) -report README.md
 
 clean:
 	$(GO) clean -testcache

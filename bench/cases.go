@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -50,8 +51,7 @@ func newFixture(n int) (_ *fixture, err error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fixture{dir: dir, gen: gen, store: s}
-	f.ids = append(f.ids, "bench@pbs!t0")
+	f := &fixture{dir: dir, gen: gen, store: s, ids: tokenIDs("bench@pbs", n)}
 	if f.secret, err = s.Generate(f.ids[0]); err != nil {
 		return nil, err
 	}
@@ -60,23 +60,35 @@ func newFixture(n int) (_ *fixture, err error) {
 		if err != nil {
 			return nil, err
 		}
-		var b strings.Builder
-		b.WriteString("{\n")
-		for i := range n {
-			id := fmt.Sprintf("bench@pbs!t%d", i)
-			if i > 0 {
-				f.ids = append(f.ids, id)
-				b.WriteString(",\n")
-			}
-			fmt.Fprintf(&b, "  %q: %q", id, hash)
-		}
-		b.WriteString("\n}\n")
-		if err := os.WriteFile(path, []byte(b.String()), 0o640); err != nil {
+		if err := os.WriteFile(path, shadowFile(f.ids, hash), 0o640); err != nil {
 			return nil, err
 		}
 		gen.Bump(shmem.TokenShadow) // as a writer would
 	}
 	return f, nil
+}
+
+// tokenIDs returns n token ids of user: user!t0, user!t1, ...
+func tokenIDs(user string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = user + "!t" + strconv.Itoa(i)
+	}
+	return ids
+}
+
+// shadowFile is a token.shadow giving every id the same hash.
+func shadowFile(ids []string, hash string) []byte {
+	var b strings.Builder
+	b.WriteString("{\n")
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(",\n")
+		}
+		fmt.Fprintf(&b, "  %q: %q", id, hash)
+	}
+	b.WriteString("\n}\n")
+	return []byte(b.String())
 }
 
 // firstHash returns the hash of the first token in a token.shadow file.

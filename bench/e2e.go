@@ -93,6 +93,9 @@ type stackOptions struct {
 	conns      int      // keep-alive connections the client keeps per proxyd (the rows' goroutines)
 	proxyds    int      // proxyd processes; 0 means 1
 	proxydArgs []string // added to every proxyd's arguments
+	// prepare, if set, writes config files into the (made, empty) config dir before apid
+	// starts, e.g. a user.cfg and token.shadow with many tokens.
+	prepare func(layout.Dirs) error
 }
 
 // startStack starts apid, then each proxyd on 127.0.0.1:0, and makes the user, ticket and
@@ -109,18 +112,23 @@ func startStack(o stackOptions) (_ *stack, err error) {
 		}
 	}()
 	d := s.dirs
+	if o.prepare != nil {
+		if err := os.MkdirAll(d.Config, 0o755); err != nil {
+			return nil, err
+		}
+		if err := o.prepare(d); err != nil {
+			return nil, fmt.Errorf("preparing the config: %w", err)
+		}
+	}
 	if _, err := s.start("apid", "--config-dir", d.Config, "--run-dir", d.Run, "--proxy-user", fmt.Sprint(os.Getuid())); err != nil {
 		return nil, err
 	}
-	for i := range max(o.proxyds, 1) {
-		args := append([]string{"--config-dir", d.Config, "--run-dir", d.Run, "--listen", "127.0.0.1:0",
-			"--auth-log", filepath.Join(dir, fmt.Sprintf("auth-%d.log", i)), "--fail-delay", "-1s",
-			"--metrics-listen", ""}, o.proxydArgs...)
-		addr, err := s.start("proxyd", args...)
+	for range max(o.proxyds, 1) {
+		u, err := s.addProxyd(o.proxydArgs...)
 		if err != nil {
 			return nil, err
 		}
-		s.urls = append(s.urls, "https://"+addr+"/api2/json")
+		s.urls = append(s.urls, u)
 	}
 	s.url = s.urls[0]
 	pem, err := os.ReadFile(d.ProxyCert())
@@ -148,6 +156,22 @@ func startStack(o stackOptions) (_ *stack, err error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// addProxyd starts one more proxyd on the stack's config and generation file, on
+// 127.0.0.1:0 with its own auth log, no failure delay and no metrics listener unless args
+// (added last, so they win) say otherwise, and returns its API URL. startStack's proxyd are
+// started with it; a caller may add more, e.g. with other flags.
+func (s *stack) addProxyd(args ...string) (string, error) {
+	d := s.dirs
+	args = append([]string{"--config-dir", d.Config, "--run-dir", d.Run, "--listen", "127.0.0.1:0",
+		"--auth-log", filepath.Join(s.dir, fmt.Sprintf("auth-%d.log", len(s.daemons))), "--fail-delay", "-1s",
+		"--metrics-listen", ""}, args...)
+	addr, err := s.start("proxyd", args...)
+	if err != nil {
+		return "", err
+	}
+	return "https://" + addr + "/api2/json", nil
 }
 
 // setUpUser creates the user over apid's socket, logs in through proxyd and creates a token

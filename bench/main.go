@@ -3,36 +3,35 @@
 // the cost of one generation check, and how loading and verifying scale with 10, 1 000 and
 // 100 000 tokens in token.shadow. The same cases run under `go test -bench . ./bench`.
 //
-// A second table (JSON "end_to_end"; -e2e=false skips it; BenchmarkEndToEnd under go test)
-// measures requests through proxyd. The harness starts apid and proxyd as child processes (this
-// binary re-executed, see runRole), on a temp config and run dir (proxyd on 127.0.0.1:0, apid's
-// --proxy-user this uid, --fail-delay -1s), waits for each one's "msg=listening" log line,
-// creates a pbs user over apid's socket, logs in through proxyd and creates an API token with
-// the ticket and CSRF token. Every row sends GET requests from GOMAXPROCS goroutines
-// (b.RunParallel) over one shared client: HTTPS, HTTP/1.1 keep-alive, one connection per
-// goroutine (HTTP/2 measured slower here, about 17 000 against 24 000 pings/s on 2 cores).
-// Rows: no auth (GET /ping), ticket cookie (GET /version, PBSAuthCookie), API token cached
-// (GET /version, Authorization: PBSAPIToken=id:secret), and API token uncached: the same, but
-// each request is preceded by a token_shadow bump in the shared generation file, so proxyd
-// finds its cache stale and takes the slow path (file check, $5$ verify). As in proxyd, a
-// request that arrives while a verification of the same secret runs joins it (singleflight),
-// which is redone when a bump landed under it: with more than one goroutine some requests
-// share a check (with one, `go test -bench EndToEnd -cpu 1`, each pays its own). Requests/s
-// is requests over wall time; B and allocs per request count the client process only. The
-// daemons are stopped (SIGTERM, waited for) and the temp dir removed at the end.
+// A second table, the load table (JSON "load"; -e2e=false skips it), measures requests through
+// real daemons, see load.go: for each configuration (-proxyds, default 1 and 2 proxyd processes
+// sharing the generation file) the harness starts apid and the proxyd as child processes (this
+// binary re-executed, see runRole) on a temp config that already holds -tokens (100 000) API
+// tokens, then runs each case for -duration (5 s) with -clients goroutines (default
+// 2×GOMAXPROCS), each on its own keep-alive HTTPS HTTP/1.1 connection to one proxyd, spread
+// evenly; every request's latency is kept (a slice per goroutine) for p50, p99 and max, and
+// every answer's status is counted. Cases: no auth, ticket cookie, API token cached and
+// uncached (proxyd --token-cache=false), a wrong secret with the failure guard relaxed and as
+// deployed, and the 100 000 tokens cycled. Each row reads its proxyds' /metrics before and
+// after (requests served, token cache hits and misses) to show what the row really did.
+//
+// -report FILE rewrites the text between the report markers in FILE (README.md) with the
+// results, the machine and the command (report.go).
 //
 // Targets: cached verify <= 100 ns/op, zero allocations, and at least 10 000 times faster
 // than the $5$ slow path in the same run (issue 2); the cached-token row at least 90 % of the
-// no-auth row's requests/s.
+// no-auth row's requests/s (one proxyd).
 package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,22 +53,12 @@ type row struct {
 }
 
 type report struct {
-	Machine  machine  `json:"machine"`
-	Rows     []row    `json:"rows"`
-	EndToEnd []e2eRow `json:"end_to_end,omitempty"`
-	Targets  targets  `json:"targets"`
-}
-
-// e2eRow is one end-to-end case. Bytes and allocations count the client (this process) only.
-type e2eRow struct {
-	Name         string  `json:"name"`
-	Goroutines   int     `json:"goroutines"`
-	ReqPerSec    float64 `json:"requests_per_s"`
-	NsPerReq     float64 `json:"ns_per_request"`
-	BytesPerReq  int64   `json:"bytes_per_request"`
-	AllocsPerReq int64   `json:"allocs_per_request"`
-	Requests     int     `json:"requests"`
-	PctOfNoAuth  float64 `json:"pct_of_no_auth"` // this row's requests/s over the no-auth row's, in %
+	Date    string      `json:"date"`    // when the run started, RFC 3339
+	Command string      `json:"command"` // how to reproduce it
+	Machine machine     `json:"machine"`
+	Rows    []row       `json:"rows"`
+	Load    *loadReport `json:"load,omitempty"` // nil with -e2e=false
+	Targets targets     `json:"targets"`
 }
 
 type machine struct {
@@ -78,6 +67,10 @@ type machine struct {
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	Go         string `json:"go"`
 	OS         string `json:"os"`
+	// The 1, 5 and 15 minute load averages (/proc/loadavg) when the run started and ended:
+	// other work on the machine shows here.
+	LoadStart string `json:"load_avg_start"`
+	LoadEnd   string `json:"load_avg_end"`
 }
 
 type targets struct {
@@ -98,59 +91,117 @@ type e2eTargets struct {
 	MetCachedToken90 bool    `json:"met_cached_token_ge_90pct"`
 }
 
+// config says what run measures.
+type config struct {
+	sizes []int        // token counts of the scaling rows
+	load  *loadOptions // nil: no load table
+}
+
 func main() {
 	runRole()
 	testing.Init()
 	jsonOut := flag.Bool("json", false, "print JSON instead of a table")
-	benchtime := flag.Duration("benchtime", time.Second, "time per case")
+	benchtime := flag.Duration("benchtime", time.Second, "time per verify case")
 	sizesFlag := flag.String("sizes", "10,1000,100000", "token counts for the scaling rows")
-	e2e := flag.Bool("e2e", true, "also measure requests through proxyd (apid and proxyd started as child processes)")
+	e2e := flag.Bool("e2e", true, "also run the load table: requests through apid and proxyd started as child processes")
+	duration := flag.Duration("duration", 5*time.Second, "timed phase of each load row")
+	clients := flag.Int("clients", 2*runtime.GOMAXPROCS(0), "load client goroutines, each with its own keep-alive connection, spread over the proxyd processes")
+	proxydsFlag := flag.String("proxyds", "1,2", "load configurations: proxyd processes sharing the generation file")
+	tokens := flag.Int("tokens", 100_000, "distinct API tokens of the many-tokens load row (written before apid starts)")
+	from := flag.String("from", "", "measure nothing: read the results of an earlier -json run from this file and print (or -report) them")
+	reportPath := flag.String("report", "", "also rewrite the report section (between "+beginMarker+" and "+endMarker+") of this markdown file")
 	flag.Parse()
-	sizes, err := parseSizes(*sizesFlag)
-	if err != nil {
+	fail := func(code int, err error) {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(2)
+		os.Exit(code)
+	}
+	sizes, err := parseSizes("-sizes", *sizesFlag)
+	if err != nil {
+		fail(2, err)
+	}
+	cfg := config{sizes: sizes}
+	if *e2e {
+		proxyds, err := parseSizes("-proxyds", *proxydsFlag)
+		if err != nil {
+			fail(2, err)
+		}
+		if *duration <= 0 || *clients < 1 || *tokens < 1 {
+			fail(2, errors.New("-duration, -clients and -tokens must be positive"))
+		}
+		if *clients < slices.Max(proxyds) {
+			fail(2, fmt.Errorf("-clients %d leaves some of %d proxyd without a client", *clients, slices.Max(proxyds)))
+		}
+		cfg.load = &loadOptions{duration: *duration, clients: *clients, proxyds: proxyds, tokens: *tokens}
 	}
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(2)
+		fail(2, err)
 	}
-	rep, err := run(sizes, *e2e, os.Stderr)
+	if *reportPath != "" {
+		if err := checkReportFile(*reportPath); err != nil { // before the run, not after it
+			fail(2, err)
+		}
+	}
+	var rep *report
+	if *from != "" {
+		rep, err = readReport(*from)
+	} else if rep, err = run(cfg, os.Stderr); err == nil {
+		rep.Command = strings.Join(append([]string{"go run ./bench"}, os.Args[1:]...), " ")
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		fail(1, err)
+	}
+	if *reportPath != "" {
+		if err := writeReportFile(*reportPath, rep); err != nil {
+			fail(1, err)
+		}
+		fmt.Fprintf(os.Stderr, "rewrote the report section of %s\n", *reportPath)
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-			os.Exit(1)
+			fail(1, err)
 		}
 		return
 	}
 	printTable(os.Stdout, rep)
 }
 
-func parseSizes(s string) ([]int, error) {
+// readReport reads the JSON a -json run printed.
+func readReport(path string) (*report, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("reading results from %s: %w", path, err)
+	}
+	return &rep, nil
+}
+
+// parseSizes reads a comma-separated list of positive numbers given to flag.
+func parseSizes(flag, s string) ([]int, error) {
 	var sizes []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-sizes: %q is not a positive number", f)
+			return nil, fmt.Errorf("%s: %q is not a positive number", flag, f)
 		}
 		sizes = append(sizes, n)
 	}
 	return sizes, nil
 }
 
-// run measures every case, and the end-to-end ones when e2e is set; progress goes to progress,
+// run measures every case, and the load table when cfg.load is set; progress goes to progress,
 // one line per case.
-func run(sizes []int, e2e bool, progress io.Writer) (*report, error) {
-	rep := &report{Machine: machine{
+func run(cfg config, progress io.Writer) (*report, error) {
+	sizes := cfg.sizes
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine{
 		CPU: cpuModel(), Cores: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH,
+		Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadStart: loadAvg(),
 	}}
+	defer func() { rep.Machine.LoadEnd = loadAvg() }()
 	fixtures := map[int]*fixture{}
 	defer func() {
 		for _, f := range fixtures {
@@ -223,10 +274,11 @@ func run(sizes []int, e2e bool, progress io.Writer) (*report, error) {
 	rep.Targets.MetNs100 = cached.NsPerOp <= 100
 	rep.Targets.MetZeroAllocs = cached.AllocsPerOp == 0
 	rep.Targets.MetSpeedup10000x = cached.SlowRatio >= 10000
-	if e2e {
-		if rep.EndToEnd, rep.Targets.EndToEnd, err = runE2E(progress); err != nil {
-			return nil, fmt.Errorf("end to end: %w", err)
+	if cfg.load != nil {
+		if rep.Load, err = runLoad(*cfg.load, progress); err != nil {
+			return nil, fmt.Errorf("load: %w", err)
 		}
+		rep.Targets.EndToEnd = loadTargets(rep.Load)
 	}
 	return rep, nil
 }
@@ -252,52 +304,10 @@ func measure(name string, body func(b *testing.B)) (testing.BenchmarkResult, err
 	return res, nil
 }
 
-// runE2E starts apid and proxyd and measures the end-to-end cases.
-func runE2E(progress io.Writer) (_ []e2eRow, _ *e2eTargets, err error) {
-	procs := runtime.GOMAXPROCS(0)
-	fmt.Fprintf(progress, "starting apid and proxyd, making a user, a ticket and a token...\n")
-	s, err := startStack(stackOptions{conns: procs})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer func() {
-		if cerr := s.close(); cerr != nil && err == nil {
-			err = fmt.Errorf("stopping the daemons: %w", cerr)
-		}
-	}()
-	var rows []e2eRow
-	var baseRPS float64
-	tg := &e2eTargets{}
-	cs := e2eCases()
-	for i, c := range cs {
-		fmt.Fprintf(progress, "[e2e %d/%d] %s\n", i+1, len(cs), c.name)
-		res, err := measure(c.name, func(b *testing.B) { c.run(b, s) })
-		if err != nil {
-			return nil, nil, err
-		}
-		ns := float64(res.T.Nanoseconds()) / float64(res.N)
-		r := e2eRow{
-			Name: c.name, Goroutines: procs, ReqPerSec: 1e9 / ns, NsPerReq: ns,
-			BytesPerReq: res.AllocedBytesPerOp(), AllocsPerReq: res.AllocsPerOp(), Requests: res.N,
-		}
-		if c.baseline {
-			baseRPS = r.ReqPerSec
-		}
-		if baseRPS > 0 {
-			r.PctOfNoAuth = 100 * r.ReqPerSec / baseRPS
-		}
-		if c.target {
-			tg.CachedTokenPct = r.PctOfNoAuth
-			tg.MetCachedToken90 = r.PctOfNoAuth >= 90
-		}
-		rows = append(rows, r)
-	}
-	return rows, tg, nil
-}
-
 func printTable(w io.Writer, rep *report) {
 	m := rep.Machine
-	fmt.Fprintf(w, "machine: %s, %d cores, GOMAXPROCS=%d, %s %s\n\n", m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.OS)
+	fmt.Fprintf(w, "machine: %s, %d cores, GOMAXPROCS=%d, %s %s, load average %s at the start, %s at the end\n\n",
+		m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.OS, m.LoadStart, m.LoadEnd)
 	fmt.Fprintf(w, "| %-52s | %14s | %12s | %9s | %12s |\n", "case", "ns/op", "B/op", "allocs/op", "slow/this")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 54), strings.Repeat("-", 16), strings.Repeat("-", 14), strings.Repeat("-", 11), strings.Repeat("-", 14))
 	for _, r := range rep.Rows {
@@ -311,17 +321,16 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "\ntargets: cached %.1f ns/op (<= 100: %v), %d allocs/op (0: %v), %.0fx faster than the slow path (>= 10000: %v), manual edit noticed within %v (< 1s: %v)\n",
 		t.CachedNsPerOp, yes(t.MetNs100), t.CachedAllocs, yes(t.MetZeroAllocs), t.SpeedupVsSlow, yes(t.MetSpeedup10000x),
 		time.Duration(t.EditNoticedMaxNs).Round(time.Millisecond), yes(t.MetEditWithin1s))
-	if len(rep.EndToEnd) == 0 || t.EndToEnd == nil {
+	if rep.Load == nil {
 		return
 	}
-	fmt.Fprintf(w, "\nend to end through proxyd (HTTPS, HTTP/1.1 keep-alive, %d goroutines on one client; apid and proxyd are child processes, B and allocs count the client only):\n\n",
-		rep.EndToEnd[0].Goroutines)
-	fmt.Fprintf(w, "| %-52s | %10s | %10s | %8s | %10s | %12s |\n", "case", "req/s", "ns/req", "B/req", "allocs/req", "% of no-auth")
-	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 54), strings.Repeat("-", 12), strings.Repeat("-", 12), strings.Repeat("-", 10), strings.Repeat("-", 12), strings.Repeat("-", 14))
-	for _, r := range rep.EndToEnd {
-		fmt.Fprintf(w, "| %-52s | %10.0f | %10.0f | %8d | %10d | %11.1f%% |\n", r.Name, r.ReqPerSec, r.NsPerReq, r.BytesPerReq, r.AllocsPerReq, r.PctOfNoAuth)
+	fmt.Fprintf(w, "\nload through proxyd (%s):\n\n", loadSetup(rep))
+	loadTable(w, rep.Load)
+	fmt.Fprintln(w)
+	loadDetails(w, rep.Load)
+	if t.EndToEnd != nil {
+		fmt.Fprintf(w, "\ntargets: cached token %.1f%% of no-auth with 1 proxyd (>= 90: %v)\n", t.EndToEnd.CachedTokenPct, yes(t.EndToEnd.MetCachedToken90))
 	}
-	fmt.Fprintf(w, "\ntargets: cached token %.1f%% of no-auth (>= 90: %v)\n", t.EndToEnd.CachedTokenPct, yes(t.EndToEnd.MetCachedToken90))
 }
 
 func formatNs(ns float64) string {
@@ -336,6 +345,15 @@ func yes(b bool) string {
 		return "met"
 	}
 	return "MISSED"
+}
+
+// loadAvg returns the three load averages of /proc/loadavg.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // cpuModel returns the "model name" of the first CPU in /proc/cpuinfo.

@@ -43,6 +43,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	delay := fl.Duration("fail-delay", 3*time.Second, "how long a failed authentication's answer is held back (negative: none)")
 	prefix := fl.String("prefix", "PBS", "ticket and cookie product prefix")
 	metricsListen := fl.String("metrics-listen", DefaultMetricsListen, "loopback HTTP address of /metrics (empty: none)")
+	tokenCache := fl.Bool("token-cache", true, "cache verified API token secrets; false makes every token check read token.shadow's state and run crypt (about 1 ms): a benchmark and debugging switch, never for production")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cert.load(d.ProxyCert(), d.ProxyKey()); err != nil {
 		return err
 	}
-	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen})
+	tokens, err := tokenshadow.Open(tokenshadow.Options{Path: d.TokenShadow(), LockPath: d.Lock("token.shadow"), Generations: gen, NoCache: !*tokenCache})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	stdsha256 "crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -545,4 +546,50 @@ func TestStatsInFlight(t *testing.T) {
 	if st := s.Stats(); st.InFlight != 0 || st.Misses < 2 {
 		t.Errorf("Stats() = %+v after the slow paths returned; want InFlight 0 and Misses >= 2", st)
 	}
+}
+
+// TestNoCache checks that with Options.NoCache every Verify is a slow path (a miss, never a
+// hit), nothing is cached, and the answers are those of the cached Store: right secret
+// accepted, wrong and rotated-away ones refused.
+func TestNoCache(t *testing.T) {
+	dir := t.TempDir()
+	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	s, err := Open(Options{Path: filepath.Join(dir, "token.shadow"), Generations: gen, NoCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "alice@pbs!bench"
+	secret, err := s.Generate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMisses := uint64(0)
+	verify := func(step, secret string, wantErr error) {
+		t.Helper()
+		wantMisses++
+		hit, err := s.VerifyHit(id, secret)
+		if hit || !errors.Is(err, wantErr) {
+			t.Fatalf("%s: VerifyHit = %v, %v; want false, %v", step, hit, err, wantErr)
+		}
+		if got := s.Stats(); got != (Stats{Misses: wantMisses}) {
+			t.Fatalf("after %s: Stats() = %+v; want %d misses, none in flight", step, got, wantMisses)
+		}
+		if cached(s, id) {
+			t.Fatalf("after %s: the token is cached; want nothing cached", step)
+		}
+	}
+	for i := range 3 {
+		verify(fmt.Sprintf("the right secret, call %d", i+1), secret, nil)
+	}
+	verify("a wrong secret", "00000000-0000-0000-0000-000000000000", ErrWrongSecret)
+	next, err := s.Rotate(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify("the old secret after a rotation", secret, ErrWrongSecret)
+	verify("the new secret", next, nil)
 }
