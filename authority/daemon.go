@@ -33,8 +33,10 @@ const DaemonUser = "gatehouse"
 
 // Main runs apid with command-line args until ctx is done. It creates what a first start
 // needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
-// certificate and user.cfg with root@pam. It logs "listening" once the socket accepts. SIGHUP
-// calls Server.Reload (package lifecycle: sd_notify, drain).
+// certificate and user.cfg with root@pam; an invalid generation file is moved aside and made
+// anew, at start and while running (shmem.Recreate, Cache.Watch with Repair). It logs
+// "listening" once the socket accepts. SIGHUP calls Server.Reload (package lifecycle:
+// sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("apid", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -71,6 +73,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	go s.o.ACL.Watch(wctx, acl.WatchInterval, func(err error) { log.Warn("watching acl config", "err", err) })
+	// A removed, replaced or corrupted generation file: moved aside and made anew (package shmem).
+	go gen.Watch(wctx, shmem.WatchOptions{Repair: true, GID: gid, Report: func(e shmem.Event) { e.Log(log) }})
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "addr", d.Socket(), "proxy_uid", uid)
 	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred
@@ -108,9 +112,9 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, log *slog.Logger) 
 			return nil, nil, fmt.Errorf("making directory %s: %w", dir, err)
 		}
 	}
-	gen, err := shmem.Open(d.Generations())
-	if errors.Is(err, fs.ErrNotExist) {
-		gen, err = shmem.Create(d.Generations(), gid)
+	gen, movedTo, err := shmem.Recreate(d.Generations(), gid)
+	if movedTo != "" {
+		log.Warn("moved an invalid config version cache aside", "path", d.Generations(), "to", movedTo)
 	}
 	if err != nil {
 		return nil, nil, err
