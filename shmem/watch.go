@@ -40,11 +40,11 @@ type Event struct {
 // Log writes the event to l: a failure as an error, a recovery as a warning.
 func (e Event) Log(l *slog.Logger) {
 	if e.Err != nil {
-		fallback := "the last file stays mapped until a valid one is at the path"
+		attrs := []any{"path", e.Path, "err", e.Err}
 		if e.Private {
-			fallback = "caches are re-read from disk at least every health check until a valid file is at the path"
+			attrs = append(attrs, "meanwhile", "caches are re-read from disk at least every health check until a valid file is at the path")
 		}
-		l.Error("config version cache broken", "path", e.Path, "err", e.Err, "meanwhile", fallback)
+		l.Error("config version cache broken", attrs...)
 		return
 	}
 	attrs := []any{"path", e.Path, "inode", e.Inode, "made", e.Made}
