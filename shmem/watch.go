@@ -2,7 +2,10 @@ package shmem
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -120,8 +123,10 @@ func (c *Cache) heal(o WatchOptions) bool {
 		c.seen = m.values()
 	}
 	if rerr != nil {
-		// proxyd waits quietly; apid says why it cannot make a new file, once per reason.
-		if o.Repair && c.reported != rerr.Error() {
+		// A reader waits quietly for apid to make the file; anything else (apid unable to make
+		// one, a reader unable to open a valid-looking one) is said once per reason.
+		waiting := !o.Repair && (errors.Is(rerr, fs.ErrNotExist) || invalidFile(rerr))
+		if !waiting && !strings.Contains(c.reported, rerr.Error()) {
 			c.reported = rerr.Error()
 			report(Event{Err: rerr, Private: true})
 		}

@@ -265,6 +265,39 @@ func TestHealCounterBackwards(t *testing.T) {
 	}
 }
 
+// TestHealRepairFails: when the writer cannot make a new file it says why, once, runs on its
+// private page, and recovers once it can.
+func TestHealRepairFails(t *testing.T) {
+	sub := filepath.Join(t.TempDir(), "shmem")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(sub, "config-versions")
+	w := mustCreate(t, path)
+	if err := os.Rename(sub, sub+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sub, nil, 0o600); err != nil { // the directory is now a file
+		t.Fatal(err)
+	}
+	var we events
+	for range 3 {
+		w.heal(we.opts(true))
+	}
+	got := we.take()
+	if len(got) != 2 || !errors.Is(got[0].Err, syscall.ENOTDIR) || !got[0].Private ||
+		!strings.Contains(got[1].Err.Error(), "opening config version cache") || !got[1].Private {
+		t.Fatalf("events after 3 checks = %+v; want the failed check and the failed repair, once each", got)
+	}
+	if err := os.Remove(sub); err != nil {
+		t.Fatal(err)
+	}
+	w.heal(we.opts(true))
+	if got := we.take(); len(got) != 1 || got[0].Err != nil || !got[0].Made {
+		t.Fatalf("events once the directory can be made = %+v; want a recovery with a made file", got)
+	}
+}
+
 // TestRetiredUntilClose: the file switched away from stays mapped (a reader may be reading
 // it) until Close.
 func TestRetiredUntilClose(t *testing.T) {
