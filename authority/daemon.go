@@ -37,9 +37,11 @@ const DaemonUser = "gatehouse"
 // needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
 // certificate and user.cfg with root@pam, and it removes the temp files of the key files that
 // an apid killed mid-write left (the stores remove those of the other files at their next
-// write). It logs "listening" once the socket accepts. SIGHUP calls Server.Reload (package
-// lifecycle: sd_notify, drain). --lock-timeout (default 10 s) bounds every config write's wait
-// for its file's lock; a write that runs out answers 503 naming the lock.
+// write); an invalid generation file is moved aside and made anew, at start and while running
+// (shmem.Recreate, Cache.Watch with Repair). It logs "listening" once the socket accepts.
+// SIGHUP calls Server.Reload (package lifecycle: sd_notify, drain). --lock-timeout (default
+// 10 s) bounds every config write's wait for its file's lock; a write that runs out answers 503
+// naming the lock.
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("apid", flag.ContinueOnError)
 	fl.SetOutput(stderr)
@@ -80,6 +82,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	go s.o.ACL.Watch(wctx, acl.WatchInterval, func(err error) { log.Warn("watching acl config", "err", err) })
+	// A removed, replaced or corrupted generation file: moved aside and made anew (package shmem).
+	go gen.Watch(wctx, shmem.WatchOptions{Repair: true, GID: gid, Report: func(e shmem.Event) { e.Log(log) }})
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "addr", d.Socket(), "proxy_uid", uid)
 	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred
@@ -117,9 +121,9 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, lockTimeout time.D
 			return nil, nil, fmt.Errorf("making directory %s: %w", dir, err)
 		}
 	}
-	gen, err := shmem.Open(d.Generations())
-	if errors.Is(err, fs.ErrNotExist) {
-		gen, err = shmem.Create(d.Generations(), gid)
+	gen, movedTo, err := shmem.Recreate(d.Generations(), gid)
+	if movedTo != "" {
+		log.Warn("moved an invalid config version cache aside", "path", d.Generations(), "to", movedTo)
 	}
 	if err != nil {
 		return nil, nil, err

@@ -26,7 +26,8 @@ import (
 // Main runs proxyd with command-line args until ctx is done. apid must have started once
 // (it makes the generation file, keys and certificate). It logs "listening" with the address
 // once the port accepts, after "metrics listening" with the address of /metrics (see
-// --metrics-listen and metrics.go). SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and
+// --metrics-listen and metrics.go). When the generation file breaks while it runs, it follows
+// the one apid makes (shmem.Cache.Watch). SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and
 // drops the token and user caches (package lifecycle: sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("proxyd", flag.ContinueOnError)
@@ -126,6 +127,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	report := func(err error) { log.Error("watching config", "err", err) }
 	go tokens.Watch(wctx, tokenshadow.WatchInterval, report)
 	go us.Watch(wctx, users.WatchInterval, report)
+	// A removed, replaced or corrupted generation file: proxyd follows the one apid makes.
+	go gen.Watch(wctx, shmem.WatchOptions{Report: func(e shmem.Event) { e.Log(log) }})
 	var msrv *http.Server
 	if *metricsListen != "" {
 		if msrv, err = startMetrics(*metricsListen, reg, log); err != nil {

@@ -3,6 +3,7 @@ package shmem
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Multi-process tests re-run the test binary with -test.run naming
@@ -88,6 +90,21 @@ func helper(role, path string, stdin io.Reader, stdout io.Writer) error {
 		}
 		defer c.Close()
 		fmt.Fprintln(stdout, c.Bump(Keys))
+	case "follow":
+		// Watch every 10 ms as proxyd does (no Repair); print Load(token_shadow) per line read.
+		c, err := Open(path)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go c.Watch(ctx, WatchOptions{Interval: 10 * time.Millisecond, Report: func(e Event) {
+			fmt.Fprintf(os.Stderr, "event: %+v\n", e)
+		}})
+		for in.Scan() {
+			fmt.Fprintln(stdout, c.Load(TokenShadow))
+		}
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
@@ -250,5 +267,45 @@ func TestMultiProcessRacingCreate(t *testing.T) {
 	}
 	if len(names) != 1 {
 		t.Errorf("dir after racing Create = [%s]; want only config-versions", strings.Join(names, " "))
+	}
+}
+
+// TestMultiProcessFollow: a reader process watching as proxyd does follows the file the writer
+// makes after the old one was removed: the writer's bumps reach it again, with values above
+// every one it returned before.
+func TestMultiProcessFollow(t *testing.T) {
+	path := cachePath(t)
+	w := mustCreate(t, path)
+	ch := startChild(t, "follow", path)
+	w.Bump(TokenShadow)
+	ch.send(t, "load")
+	if got := ch.line(t); got != "1" {
+		t.Fatalf("child Load(token_shadow) = %s; want 1", got)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	w.heal(WatchOptions{Repair: true, GID: -1})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		want := w.Bump(TokenShadow)
+		ch.send(t, "load")
+		got, err := strconv.ParseUint(ch.line(t), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == want {
+			if got <= jump {
+				t.Errorf("child follows at %d; want above 2^32 (values lifted at the switch)", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child still at %d after 10 s, writer at %d; stderr:\n%s", got, want, ch.stderr.String())
+		}
+	}
+	ch.wait(t)
+	if !strings.Contains(ch.stderr.String(), "no such file or directory") && !strings.Contains(ch.stderr.String(), "file replaced") {
+		t.Errorf("child's events %q; want the removal or replacement reported", ch.stderr.String())
 	}
 }

@@ -36,17 +36,22 @@
 //     The mapping is page aligned, so every counter is 8-byte aligned.
 //   - Each counter sits alone on its own 64-byte cache line, so bumping one
 //     does not slow down loads of another.
-//   - Counters only grow (by exactly 1 per [Cache.Bump]); wrap-around at 2^64
-//     is not a practical concern.
+//   - Counters only grow: by exactly 1 per [Cache.Bump], or, when a process
+//     switches to the file after an incident, lifted to 2^32 above the
+//     values it saw last (see below). Wrap-around at 2^64 is not a practical
+//     concern.
+//   - No value [Cache.Load] returns in a process is returned again later in
+//     that process for the same counter, across every switch of files: a
+//     cache built at generation g is never taken for current after the file
+//     changed under it.
 //   - A writer bumps a counter only after its change is durable on disk
 //     (file replaced, fsynced, directory fsynced). A reader that sees the new
 //     value and then reads the file therefore sees the change.
 //   - Nobody spins or sleeps waiting on a counter: a check reads it once and
 //     compares it with the generation the caller's cached state was built at.
-//   - The file is never truncated or replaced while processes have it mapped.
-//     Touching a truncated MAP_SHARED mapping raises SIGBUS, which kills a Go
-//     program. [Cache.Check] detects truncation, removal and replacement
-//     without touching the counters, for use in periodic health checks.
+//   - A file is never unmapped while a reader may use it: a file switched
+//     away from stays mapped (4 KiB each) until [Cache.Close].
+//   - An invalid file is never overwritten: the writer moves it aside.
 //
 // # Creation
 //
@@ -79,13 +84,81 @@
 //
 // and wrap the sentinel, for use with errors.Is.
 //
+// # Breakage and recovery
+//
+// The file lives in /run, where an administrator or a cleanup job can remove,
+// replace, truncate or overwrite it while the daemons run. If apid then made
+// a new file while proxyd kept the old inode mapped, proxyd's caches would
+// never see apid's bumps again: a rotated token's old secret or a revoked
+// ticket accepted for good. So every process that holds the file runs
+// [Cache.Watch]: a health check every [WatchInterval] (250 ms). It is
+// [Cache.Check]: one lstat (the path still names the mapped inode, of Size
+// bytes) and a read of the header and counters, which must be valid and not
+// lower than at the last check ([ErrBadCounter]: a counter written back
+// could make an old generation current again).
+//
+// When the check fails, the incident is reported once (an [Event], which
+// [Event.Log] writes as "config version cache broken" with what was found:
+// removed, path naming another inode, wrong size, magic, version, counter
+// moved backwards) and the Cache looks for a replacement:
+//
+//   - The writer (apid, WatchOptions.Repair) calls [Recreate]: a valid file
+//     at the path is used; a missing one is made as [Create] does (link(2),
+//     never replacing a name); an invalid one is renamed to
+//     "<path>.corrupt-<unix time>" (renameat2 RENAME_NOREPLACE: "-2", "-3"...
+//     when taken), kept for inspection, and a new one is made. apid calls
+//     Recreate at start too, so a restart repairs the file as well.
+//   - Readers (proxyd, which runs unprivileged and may not write the
+//     directory) open the file at the path once a valid one is there.
+//
+// Switching: the new file's counters are lifted to at least the values this
+// process saw at its last good check plus 2^32 (more than a counter can grow
+// in one check interval), with compare-and-swap, never lowering one; then the
+// mapping is swapped behind an atomic pointer. Every value Load returns from
+// then on is above every value it returned before, so every cache keyed on a
+// generation (tokenshadow, users, acl, revocation, tfa, the ticket keys)
+// misses once and re-reads its file: no hooks are needed, and no cache can be
+// refilled at an old generation by a reader racing the switch. Lifting
+// happens in the shared file, so the processes that share it agree on the
+// values again (apid's GET /status and gatectl status show the same); another
+// process's lift only moves the counters up, which only invalidates.
+//
+// Meanwhile (no valid file at the path; a reader until apid has made one,
+// apid only if making one fails), the Cache runs on a private page of
+// process memory whose counters also start 2^32 above, and every health
+// check moves all of them by 1. Caches therefore live at most one check
+// interval: requests are verified against the files on disk at least every
+// 250 ms, which honours any change within that time, the same bound manual
+// edits of token.shadow and user.cfg have. This was chosen over refusing with
+// 503: a missing file in /run would otherwise take proxyd down for as long
+// as apid is down, while the slow path is correct. A counter that changed on
+// every Load would break the callers' read-check-retry loops (tokenshadow
+// gives up after 8 moves).
+//
+// Bounds: a change made by apid after it switched files and before a reader
+// noticed is seen by that reader at its next check, within one interval. A
+// truncation to less than one page is the one fault that cannot be made
+// harmless: touching a MAP_SHARED page past the end of the file raises
+// SIGBUS, which kills a Go program. The check sees the size by lstat before
+// it reads the mapping (and reads it with debug.SetPanicOnFault, so a
+// truncation in between is an error, not a crash) and switches away, so the
+// window is one interval; a Load from a request in that window kills the
+// process (systemd restarts it, and apid's Recreate moves the file aside).
+// debug.SetPanicOnFault on every request goroutine would turn that into a
+// failed request, but it is per goroutine: every goroutine that may load a
+// counter (requests, /metrics, anything added later) would need it, and a
+// single one missed still crashes; it is not used. Values Load returned from counters overwritten with garbage
+// before the check noticed are not guaranteed distinct from later ones.
+//
 // # Concurrency
 //
 // [Cache.Load] and [Cache.Bump] are safe for concurrent use by any number of
-// goroutines and processes. [Cache.Close] unmaps the file; it must not run
-// concurrently with other methods, and Load or Bump after Close panic
-// (nil pointer dereference) instead of touching unmapped memory. An invalid
-// Counter panics too, before any memory is touched.
+// goroutines and processes; they read the current mapping through an atomic
+// pointer, take no lock and allocate nothing. [Cache.Check], [Cache.Watch]
+// and [Cache.Close] serialize on a mutex. Close unmaps every file the Cache
+// mapped; it must not run concurrently with Load or Bump, and Load or Bump
+// after Close panic (nil pointer dereference) instead of touching unmapped
+// memory. An invalid Counter panics too, before any memory is touched.
 package shmem
 
 import (
@@ -97,7 +170,9 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -149,26 +224,75 @@ func (c Counter) String() string {
 // offset returns the byte offset of counter c in the file.
 func (c Counter) offset() int { return lineSize * (1 + int(c)) }
 
-// Sentinel errors, wrapped by the errors of [Open], [Create] and [Cache.Check].
+// Sentinel errors, wrapped by the errors of [Open], [Create], [Recreate] and [Cache.Check].
 var (
 	ErrBadSize    = errors.New("wrong size")
 	ErrBadMagic   = errors.New("wrong magic")
 	ErrBadVersion = errors.New("unsupported layout version")
 	ErrNotRegular = errors.New("not a regular file")
 	ErrReplaced   = errors.New("file replaced")
+	ErrBadCounter = errors.New("counter moved backwards")
+	ErrUnmapped   = errors.New("no valid file mapped")
 )
 
-// Cache is an open ConfigVersionCache: the shared mapping of the file.
+// jump is how far above the values last seen a Cache lifts the counters when it switches
+// from a failed file to another file or to its private page: more than any counter can grow
+// between two health checks, so that no value Load returned before the switch is returned
+// again after it.
+const jump = 1 << 32
+
+// Cache is an open ConfigVersionCache: the shared mapping of the file, and, after the file
+// broke, whatever replaced it (see "Breakage and recovery" in the package documentation).
 type Cache struct {
-	// counters point into mem; all nil after Close, so Load and Bump on a
-	// closed Cache fault on nil instead of on unmapped memory. They index
-	// this array only after checking the Counter, so the index needs no
-	// bounds check.
+	// cur is the *mapping Load and Bump use (nil after Close), read with
+	// atomic.LoadPointer: atomic.Pointer's generic Load would push Load past the inlining
+	// budget.
+	cur  unsafe.Pointer
+	path string
+
+	mu       sync.Mutex          // serializes Check, health checks and Close
+	seen     [numCounters]uint64 // values at the last health check (or Open)
+	retired  []*mapping          // files switched away from, unmapped by Close
+	reported string              // the failure last reported in the current incident; "" when healthy
+}
+
+// paddedCount is a counter of the private page, alone on its cache line like in the file.
+type paddedCount struct {
+	v atomic.Uint64
+	_ [lineSize - 8]byte
+}
+
+// mapping is one mapped file (or the private page: mem nil). Only the counters it points to
+// change after it is made; Load and Bump read it through Cache.cur without locking.
+type mapping struct {
+	// counters point into mem (or the private page). They index this array only after
+	// checking the Counter, so the index needs no bounds check.
 	counters [numCounters]*atomic.Uint64
 	mem      []byte
 	unmap    func([]byte) error
-	path     string
 	dev, ino uint64
+	cause    error // private page: why no file is mapped
+}
+
+// values returns every counter. The caller must know the mapping is safe to touch (see
+// readMapped).
+func (m *mapping) values() (v [numCounters]uint64) {
+	for k := range v {
+		v[k] = m.counters[k].Load()
+	}
+	return v
+}
+
+// raise lifts every counter below floor to floor (never lowers one).
+func (m *mapping) raise(floor [numCounters]uint64) {
+	for k, p := range m.counters {
+		for {
+			v := p.Load()
+			if v >= floor[k] || p.CompareAndSwap(v, floor[k]) {
+				break
+			}
+		}
+	}
 }
 
 // Create creates the file at path if it does not exist and opens it; see
@@ -184,6 +308,75 @@ func Create(path string, gid int) (*Cache, error) {
 		return nil, fmt.Errorf("creating config version cache %s: %w", path, err)
 	}
 	return Open(path)
+}
+
+// Recreate is the writer's (apid's) Create: it opens the file at path, creates it when it is
+// missing, and when it is invalid ([ErrNotRegular], [ErrBadSize], [ErrBadMagic],
+// [ErrBadVersion]) moves it aside to "<path>.corrupt-<unix time>" and creates a new one. It
+// returns the name the invalid file was moved to, or "". Other errors (permissions, I/O) are
+// returned as they are and nothing is moved.
+func Recreate(path string, gid int) (c *Cache, movedTo string, err error) {
+	m, movedTo, _, err := recreate(path, gid)
+	if err != nil {
+		return nil, movedTo, err
+	}
+	return newCacheFrom(path, m), movedTo, nil
+}
+
+// recreate is Recreate returning the mapping, and whether it made a new file.
+func recreate(path string, gid int) (m *mapping, movedTo string, made bool, err error) {
+	m, err = open(path)
+	switch {
+	case err == nil:
+		return m, "", false, nil
+	case invalidFile(err):
+		if movedTo, err = moveAside(path, time.Now()); err != nil {
+			return nil, "", false, fmt.Errorf("moving invalid config version cache %s aside: %w", path, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, "", false, fmt.Errorf("opening config version cache %s: %w", path, err)
+	}
+	// The directory is apid's own (under --run-dir); it may have been removed too.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, movedTo, false, fmt.Errorf("creating config version cache %s: %w", path, err)
+	}
+	if err := createFile(path, gid); err != nil {
+		return nil, movedTo, false, fmt.Errorf("creating config version cache %s: %w", path, err)
+	}
+	if m, err = open(path); err != nil {
+		return nil, movedTo, true, fmt.Errorf("opening config version cache %s: %w", path, err)
+	}
+	return m, movedTo, true, nil
+}
+
+// invalidFile tells whether an open error means that what is at the path is not a valid
+// cache file (as opposed to missing or unreadable).
+func invalidFile(err error) bool {
+	for _, e := range []error{ErrNotRegular, ErrBadSize, ErrBadMagic, ErrBadVersion} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// moveAside renames path to "<path>.corrupt-<unix time>" (with "-2", "-3"... when that name
+// is taken: an existing name is never replaced) and fsyncs the directory.
+func moveAside(path string, now time.Time) (string, error) {
+	for i := 1; ; i++ {
+		dst := path + ".corrupt-" + strconv.FormatInt(now.Unix(), 10)
+		if i > 1 {
+			dst += "-" + strconv.Itoa(i)
+		}
+		err := unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+		if err == unix.EEXIST && i < 100 {
+			continue
+		}
+		if err != nil {
+			return "", &os.LinkError{Op: "rename", Old: path, New: dst, Err: err}
+		}
+		return dst, syncDir(filepath.Dir(path))
+	}
 }
 
 // image returns a freshly initialized file image.
@@ -255,14 +448,14 @@ func syncDir(dir string) error {
 // error from the file system, such as fs.ErrNotExist) and naming the path
 // and what was found.
 func Open(path string) (*Cache, error) {
-	c, err := open(path)
+	m, err := open(path)
 	if err != nil {
 		return nil, fmt.Errorf("opening config version cache %s: %w", path, err)
 	}
-	return c, nil
+	return newCacheFrom(path, m), nil
 }
 
-func open(path string) (*Cache, error) {
+func open(path string) (*mapping, error) {
 	// lstat first for a clear message about symlinks and directories;
 	// O_NOFOLLOW and fstat below close the race with a swapped name.
 	fi, err := os.Lstat(path)
@@ -292,13 +485,13 @@ func open(path string) (*Cache, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "mmap", Path: path, Err: err}
 	}
-	c, err := newCache(path, mem, unix.Munmap)
+	m, err := newMapping(mem, unix.Munmap)
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, err
 	}
-	c.dev, c.ino = uint64(st.Dev), uint64(st.Ino)
-	return c, nil
+	m.dev, m.ino = uint64(st.Dev), uint64(st.Ino)
+	return m, nil
 }
 
 func describeMode(m fs.FileMode) string {
@@ -338,64 +531,106 @@ func checkHeader(hdr []byte) error {
 	return nil
 }
 
-// checkMappedHeader copies the header out of shared memory and checks it.
-// If the file was truncated under the mapping, the read faults with SIGBUS,
-// which is turned into an error instead of killing the process.
-func checkMappedHeader(mem []byte) (err error) {
+// readMapped copies the header and the counters out of shared memory and
+// checks the header. If the file was truncated under the mapping, the read
+// faults with SIGBUS, which is turned into an error instead of killing the
+// process (debug.SetPanicOnFault, for this goroutine and this call only).
+func readMapped(m *mapping) (vals [numCounters]uint64, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			if _, ok := r.(interface{ Addr() uintptr }); !ok {
 				panic(r)
 			}
-			err = fmt.Errorf("memory fault reading the mapped header (file truncated?): %w", ErrBadSize)
+			err = fmt.Errorf("memory fault reading the mapping (file truncated?): %w", ErrBadSize)
 		}
 	}()
 	var hdr [lineSize]byte
-	copy(hdr[:], mem)
-	return checkHeader(hdr[:])
+	copy(hdr[:], m.mem)
+	if err := checkHeader(hdr[:]); err != nil {
+		return vals, err
+	}
+	return m.values(), nil
 }
 
-// newCache builds a Cache over mem, which must be Size bytes, 8-byte
+// newMapping maps the counters of mem, which must be Size bytes, 8-byte
 // aligned, and hold a valid header. unmap (may be nil) is called by Close.
-// Tests use it to place the cache right before a PROT_NONE guard page.
-func newCache(path string, mem []byte, unmap func([]byte) error) (*Cache, error) {
+func newMapping(mem []byte, unmap func([]byte) error) (*mapping, error) {
 	if len(mem) != Size {
 		return nil, checkSize(int64(len(mem)))
 	}
 	if p := uintptr(unsafe.Pointer(&mem[0])); p%8 != 0 {
 		return nil, fmt.Errorf("mapping at %#x is not 8-byte aligned", p)
 	}
-	if err := checkMappedHeader(mem); err != nil {
+	m := &mapping{mem: mem, unmap: unmap}
+	for i := range m.counters {
+		m.counters[i] = (*atomic.Uint64)(unsafe.Pointer(&mem[Counter(i).offset()]))
+	}
+	if _, err := readMapped(m); err != nil {
 		return nil, err
 	}
-	c := &Cache{mem: mem, unmap: unmap, path: path}
-	for i := range c.counters {
-		c.counters[i] = (*atomic.Uint64)(unsafe.Pointer(&mem[Counter(i).offset()]))
-	}
-	return c, nil
+	return m, nil
 }
 
-// Load returns the current value of counter k: one atomic load, no
-// allocation, inlined into the caller. It panics if k is not one of the
-// defined counters ("shmem: invalid Counter(4)"), and with a nil pointer
-// dereference if the Cache is closed (Close clears the counter pointers).
+// privateMapping is a mapping of process memory, used while no valid file is mapped; its
+// counters start at zero.
+func privateMapping(cause error) *mapping {
+	page := new([numCounters]paddedCount)
+	m := &mapping{cause: cause}
+	for i := range m.counters {
+		m.counters[i] = &page[i].v
+	}
+	return m
+}
+
+// current returns the mapping in use; nil after Close.
+func (c *Cache) current() *mapping { return (*mapping)(atomic.LoadPointer(&c.cur)) }
+
+// swap makes next the mapping in use and returns the previous one.
+func (c *Cache) swap(next *mapping) *mapping {
+	return (*mapping)(atomic.SwapPointer(&c.cur, unsafe.Pointer(next)))
+}
+
+// newCacheFrom makes a Cache over a valid mapping.
+func newCacheFrom(path string, m *mapping) *Cache {
+	c := &Cache{path: path}
+	c.swap(m)
+	c.seen = m.values()
+	return c
+}
+
+// newCache builds a Cache over mem, as newMapping. Tests use it to place
+// the cache right before a PROT_NONE guard page.
+func newCache(path string, mem []byte, unmap func([]byte) error) (*Cache, error) {
+	m, err := newMapping(mem, unmap)
+	if err != nil {
+		return nil, err
+	}
+	return newCacheFrom(path, m), nil
+}
+
+// Load returns the current value of counter k: two dependent loads (the
+// current mapping, then the counter, one atomic load), no allocation,
+// inlined into the caller. The value is the file's counter plus the
+// mapping's base, which is 0 until the Cache first switches files. It
+// panics if k is not one of the defined counters ("shmem: invalid
+// Counter(4)"), and with a nil pointer dereference if the Cache is closed.
 // Both are programming errors, and neither touches the mapping.
 func (c *Cache) Load(k Counter) uint64 {
 	if uint(k) >= numCounters {
 		badCounter(k)
 	}
-	return c.counters[k].Load()
+	return (*mapping)(atomic.LoadPointer(&c.cur)).counters[k].Load()
 }
 
-// Bump atomically adds 1 to counter k and returns the new value. Call it
-// only after the change the counter stands for is durable on disk. It
-// panics like [Cache.Load].
+// Bump atomically adds 1 to counter k and returns the new value (as Load
+// counts it). Call it only after the change the counter stands for is
+// durable on disk. It panics like [Cache.Load].
 func (c *Cache) Bump(k Counter) uint64 {
 	if uint(k) >= numCounters {
 		badCounter(k)
 	}
-	return c.counters[k].Add(1)
+	return (*mapping)(atomic.LoadPointer(&c.cur)).counters[k].Add(1)
 }
 
 // badCounter panics for an invalid Counter. It is kept out of line so Load
@@ -406,20 +641,29 @@ func badCounter(k Counter) {
 	panic("shmem: invalid " + k.String())
 }
 
-// Close unmaps the file. Afterwards Load and Bump panic (nil pointer
-// dereference) instead of touching the unmapped memory. Close must not be
-// called concurrently with other methods. Closing twice is a no-op.
+// Close unmaps the file and every file the Cache switched away from, and
+// stops health checks. Afterwards Load and Bump panic (nil pointer
+// dereference) instead of touching unmapped memory. Close must not run
+// concurrently with Load or Bump; it may run concurrently with Watch and
+// Check. Closing twice is a no-op.
 func (c *Cache) Close() error {
-	if c.mem == nil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.swap(nil)
+	if m == nil {
 		return nil
 	}
-	mem := c.mem
-	c.counters = [numCounters]*atomic.Uint64{}
-	c.mem = nil
-	if c.unmap == nil {
-		return nil
+	var errs []error
+	for _, m := range append(c.retired, m) {
+		if m.mem == nil || m.unmap == nil {
+			continue
+		}
+		if err := m.unmap(m.mem); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := c.unmap(mem); err != nil {
+	c.retired = nil
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("closing config version cache %s: %w", c.path, err)
 	}
 	return nil
@@ -431,32 +675,57 @@ func (c *Cache) Path() string { return c.path }
 // Check verifies that the file at Path is still the file that is mapped
 // (same device and inode, not removed or replaced: [ErrReplaced] or
 // fs.ErrNotExist), still a regular file of Size bytes ([ErrBadSize] if it
-// was truncated), and that the mapped header is intact. It costs one lstat
-// and reads only the header; it is meant for periodic health checks, not
-// for the hot path. A truncated file is detected by the lstat, before the
-// mapping is touched; if it is truncated between the lstat and the header
-// read, the resulting SIGBUS is recovered and reported as [ErrBadSize].
+// was truncated), that the mapped header is intact, and that no counter
+// moved backwards or by 2^32 or more since the last health check
+// ([ErrBadCounter]). While the Cache runs on its private page it returns
+// an error wrapping [ErrUnmapped] and the failure that started the
+// incident. It costs one lstat and reads only the header and the counters;
+// it is meant for periodic health checks ([Cache.Watch]), not for the hot path.
+// A truncated file is detected by the lstat, before the mapping is
+// touched; if it is truncated between the lstat and the read, the
+// resulting SIGBUS is recovered and reported as [ErrBadSize].
 func (c *Cache) Check() error {
-	if err := c.check(); err != nil {
-		return fmt.Errorf("checking config version cache %s: %w", c.path, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.current()
+	if m == nil {
+		return fmt.Errorf("checking config version cache %s: cache is closed", c.path)
 	}
-	return nil
+	_, err := c.check(m)
+	return err
 }
 
-func (c *Cache) check() error {
-	if c.mem == nil {
-		return errors.New("cache is closed")
+// check checks m as Check describes and returns its values; c.mu is held.
+func (c *Cache) check(m *mapping) ([numCounters]uint64, error) {
+	vals, err := c.checkMapping(m)
+	if err != nil {
+		return vals, fmt.Errorf("checking config version cache %s: %w", c.path, err)
+	}
+	return vals, nil
+}
+
+func (c *Cache) checkMapping(m *mapping) (vals [numCounters]uint64, err error) {
+	if m.mem == nil {
+		return vals, fmt.Errorf("%w since: %w", ErrUnmapped, m.cause)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(c.path, &st); err != nil {
-		return &fs.PathError{Op: "lstat", Path: c.path, Err: err}
+		return vals, &fs.PathError{Op: "lstat", Path: c.path, Err: err}
 	}
-	if uint64(st.Dev) != c.dev || uint64(st.Ino) != c.ino {
-		return fmt.Errorf("path now names inode %d on device %#x, mapped inode %d on device %#x: %w",
-			st.Ino, st.Dev, c.ino, c.dev, ErrReplaced)
+	if uint64(st.Dev) != m.dev || uint64(st.Ino) != m.ino {
+		return vals, fmt.Errorf("path now names inode %d on device %#x, mapped inode %d on device %#x: %w",
+			st.Ino, st.Dev, m.ino, m.dev, ErrReplaced)
 	}
 	if err := checkSize(st.Size); err != nil {
-		return err
+		return vals, err
 	}
-	return checkMappedHeader(c.mem)
+	if vals, err = readMapped(m); err != nil {
+		return vals, err
+	}
+	for k, v := range vals {
+		if v < c.seen[k] {
+			return vals, fmt.Errorf("counter %s went from %d to %d: %w", Counter(k), c.seen[k], v, ErrBadCounter)
+		}
+	}
+	return vals, nil
 }

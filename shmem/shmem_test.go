@@ -387,16 +387,16 @@ func TestCheck(t *testing.T) {
 
 // TestCheckFaultingHeader shows that Check turns a fault while reading the
 // mapped header (SIGBUS on a truncated file) into an error: the stat is
-// bypassed by calling checkMappedHeader directly on a truncated mapping.
+// bypassed by calling readMapped directly on a truncated mapping.
 func TestCheckFaultingHeader(t *testing.T) {
 	path := cachePath(t)
 	c := mustCreate(t, path)
 	if err := os.Truncate(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	err := checkMappedHeader(c.mem)
+	_, err := readMapped(c.current())
 	if !errors.Is(err, ErrBadSize) {
-		t.Fatalf("checkMappedHeader(truncated mapping) = %v; want errors.Is %v", err, ErrBadSize)
+		t.Fatalf("readMapped(truncated mapping) = %v; want errors.Is %v", err, ErrBadSize)
 	}
 }
 

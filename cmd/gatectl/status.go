@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -56,6 +58,11 @@ type genStatus struct {
 	Path   string            `json:"path"`
 	Values map[string]uint64 `json:"values,omitempty"`
 	Error  string            `json:"error,omitempty"`
+	// State is "ok", "missing", "broken" (the file is invalid: apid moves it aside and makes a
+	// new one) or "unreadable" (permissions, I/O).
+	State string `json:"state"`
+	// MovedAside are the invalid files apid moved aside ("<name>.corrupt-<unix time>").
+	MovedAside []string `json:"moved_aside,omitempty"`
 }
 
 // apidStatusJSON is the part of apid's GET /status that text output shows.
@@ -75,7 +82,9 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show whether apid and proxyd are up, and the generation counters",
 		Long: `Show apid's status (GET /status: version, pid, uptime, signing key), whether proxyd
 answers GET /api2/json/ping at --proxy-url (trusting <config-dir>/proxy.pem), and the generation
-counters read straight from <run-dir>/shmem/config-versions (which works with apid down).
+counters read straight from <run-dir>/shmem/config-versions (which works with apid down); a
+missing or invalid file shows as MISSING or BROKEN with the reason, and the invalid files apid
+moved aside (config-versions.corrupt-<unix time>) are listed.
 
 Exit code 0 when apid answers, 3 when it is unreachable (the rest is still printed). proxyd
 being down does not change the exit code: it shows as "down" (JSON: .proxyd.up is false).`,
@@ -106,18 +115,19 @@ func (a *app) status(ctx context.Context) (statusReport, error) {
 		Proxyd:      proxydStatus{URL: strings.TrimSuffix(a.proxyURL, "/")},
 		Generations: genStatus{Path: a.dirs.Generations()},
 	}
-	if vals, err := readGenerations(a.dirs.Generations()); err != nil {
+	vals, err := readGenerations(a.dirs.Generations())
+	r.Generations.Values, r.Generations.State = vals, genState(err)
+	if err != nil {
 		r.Generations.Error = err.Error()
-	} else {
-		r.Generations.Values = vals
 	}
+	r.Generations.MovedAside, _ = filepath.Glob(a.dirs.Generations() + ".corrupt-*")
 	if err := a.probeProxyd(ctx, r.Proxyd.URL); err != nil {
 		r.Proxyd.Error = err.Error()
 	} else {
 		r.Proxyd.Up = true
 	}
 	var raw json.RawMessage
-	err := a.client().Call(ctx, http.MethodGet, "status", nil, &raw)
+	err = a.client().Call(ctx, http.MethodGet, "status", nil, &raw)
 	if err != nil {
 		r.Apid.Error = err.Error()
 	} else {
@@ -139,6 +149,22 @@ func readGenerations(path string) (map[string]uint64, error) {
 		out[g.name] = c.Load(g.counter)
 	}
 	return out, nil
+}
+
+// genState classifies readGenerations' error (see genStatus.State).
+func genState(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, fs.ErrNotExist):
+		return "missing"
+	}
+	for _, e := range []error{shmem.ErrNotRegular, shmem.ErrBadSize, shmem.ErrBadMagic, shmem.ErrBadVersion} {
+		if errors.Is(err, e) {
+			return "broken"
+		}
+	}
+	return "unreadable"
 }
 
 // probeProxyd asks proxyd's public ping, trusting the config dir's proxy.pem.
@@ -200,14 +226,20 @@ func (p printer) statusText(r statusReport) error {
 	} else {
 		fs = append(fs, field{"proxyd", "down (" + r.Proxyd.URL + "): " + r.Proxyd.Error})
 	}
-	if r.Generations.Error != "" {
+	switch r.Generations.State {
+	case "missing", "broken":
+		fs = append(fs, field{"generations", strings.ToUpper(r.Generations.State) + " (apid makes a new file within 1 s while it runs, or at its start): " + r.Generations.Error})
+	case "unreadable":
 		fs = append(fs, field{"generations", "unreadable: " + r.Generations.Error})
-	} else {
+	default:
 		var parts []string
 		for _, g := range generationNames {
 			parts = append(parts, fmt.Sprintf("%s %d", g.name, r.Generations.Values[g.name]))
 		}
 		fs = append(fs, field{"generations", strings.Join(parts, ", ")})
+	}
+	for _, name := range r.Generations.MovedAside {
+		fs = append(fs, field{"moved aside", name})
 	}
 	return p.fields(fs)
 }
