@@ -105,7 +105,25 @@ func main() {
 	benchtime := flag.Duration("benchtime", time.Second, "time per case")
 	sizesFlag := flag.String("sizes", "10,1000,100000", "token counts for the scaling rows")
 	e2e := flag.Bool("e2e", true, "also measure requests through proxyd (apid and proxyd started as child processes)")
+	churn := flag.Bool("churn", false, "only measure revocation under load (rotation, remove, disable, logout, manual edit; see churn.go)")
 	flag.Parse()
+	if *churn {
+		rep, err := runChurn(os.Stderr, churnOptions{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		if *jsonOut {
+			err = writeJSON(os.Stdout, rep)
+		} else {
+			rep.markdown(os.Stdout)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	sizes, err := parseSizes(*sizesFlag)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
