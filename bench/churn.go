@@ -110,6 +110,9 @@ type churnRow struct {
 	CommandMax   float64 `json:"command_max_ns"`
 	TargetMax    float64 `json:"noticed_target_ns,omitempty"` // manual edit: 1 s
 	Met          bool    `json:"met"`                         // no stale accept, every round noticed (within the target)
+
+	OtherStatus  map[int]int `json:"other_statuses,omitempty"` // status -> answers, for Other
+	DaemonErrors []string    `json:"daemon_errors,omitempty"`  // the daemons' level=ERROR log lines during the kind
 }
 
 // editTarget is the issue's bound for a manual edit to be noticed.
@@ -141,8 +144,10 @@ func runChurn(progress io.Writer, o churnOptions) (rep *churnReport, err error) 
 	}
 	fmt.Fprintf(progress, "starting apid and %d proxyd, making a user, a ticket and a token...\n", o.proxyds)
 	s, err := startStack(stackOptions{conns: o.clients, proxyds: o.proxyds,
-		// The clients fail on purpose all the time: no 429, no log line per failure held back.
-		proxydArgs: []string{"--fail-burst", "1000000", "--fail-refill", "1ns"}})
+		// The clients fail on purpose all the time: no 429 (a failure costs 1 ns and a client
+		// may owe 1 s: a request's clock is read before it waits for a core, so a tolerance of
+		// 1 ms gave a few 429s), and --fail-delay -1s holds no answer back.
+		proxydArgs: []string{"--fail-burst", "1000000000", "--fail-refill", "1ns"}})
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +184,9 @@ func runChurn(progress io.Writer, o churnOptions) (rep *churnReport, err error) 
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k.name, err)
 		}
-		rep.Kinds = append(rep.Kinds, analyse(k.name, k.shows, k.target, o.proxyds, changes, samples))
+		row := analyse(k.name, k.shows, k.target, o.proxyds, changes, samples)
+		row.DaemonErrors = r.newErrors()
+		rep.Kinds = append(rep.Kinds, row)
 	}
 	return rep, nil
 }
@@ -233,6 +240,7 @@ type churnRun struct {
 	tokenid string
 	token   cred // the token's current secret
 	last    int32
+	logSeen []int // per daemon: log bytes newErrors has looked at
 
 	creds   atomic.Pointer[[]cred]    // what the clients send, in turn
 	waiting atomic.Pointer[[]*waiter] // conditions the driver waits for
@@ -242,6 +250,25 @@ type churnRun struct {
 }
 
 func (r *churnRun) now() int64 { return int64(time.Since(r.base)) }
+
+// newErrors returns the daemons' level=ERROR log lines written since the last call.
+func (r *churnRun) newErrors() []string {
+	var out []string
+	for i, d := range r.s.daemons {
+		if i == len(r.logSeen) {
+			r.logSeen = append(r.logSeen, 0)
+		}
+		log := d.log.String()
+		end := strings.LastIndexByte(log, '\n') + 1 // whole lines only
+		for _, line := range strings.Split(log[r.logSeen[i]:end], "\n") {
+			if strings.Contains(line, "level=ERROR") {
+				out = append(out, d.name+": "+line)
+			}
+		}
+		r.logSeen[i] = end
+	}
+	return out
+}
 
 func (r *churnRun) newCred(header, value string) cred {
 	r.last++
@@ -610,6 +637,10 @@ func analyse(kind, shows string, target time.Duration, proxyds int, changes []ch
 			row.Refused++
 		default:
 			row.Other++
+			if row.OtherStatus == nil {
+				row.OtherStatus = map[int]int{}
+			}
+			row.OtherStatus[int(s.status)]++
 		}
 	}
 	// first[c][p]: when proxyd p first showed change c, from the answers (not the waiters).
@@ -717,6 +748,14 @@ func (r *churnReport) markdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %d | %d | %d / %d / %d | %d | %s, %d of %d | %s / %s / %s | %s / %s | %s |\n",
 			k.Kind, k.Rounds, k.Requests, k.Accepted, k.Refused, k.Other, k.StaleAccepts, k.Shows, k.Noticed, k.Rounds,
 			ms(k.NoticedP50), ms(k.NoticedMean), ms(k.NoticedMax), ms(k.CommandP50), ms(k.CommandMax), met)
+	}
+	for _, k := range r.Kinds {
+		for st, n := range k.OtherStatus {
+			fmt.Fprintf(w, "\n%s: %d answers with status %d", k.Kind, n, st)
+		}
+		for _, e := range k.DaemonErrors {
+			fmt.Fprintf(w, "\n%s: %s", k.Kind, e)
+		}
 	}
 	fmt.Fprintf(w, "\n%d clients (keep-alive HTTPS, GET /version) on %d proxyd. A stale accept is a 200 to a request that started after the change returned, carrying a credential it ended (manual edit: after that proxyd had noticed). Noticed: from the change's return (edit: the rename) until every proxyd showed it. Change: the gatectl run, the logout call, the rename (%v watch poll).\n",
 		r.Clients, r.Proxyds, tokenshadow.WatchInterval)

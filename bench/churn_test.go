@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -15,7 +16,11 @@ func TestChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemons and builds gatectl")
 	}
-	rep, err := runChurn(testWriter{t}, churnOptions{rotations: 5, removes: 2, disables: 2, logouts: 2, edits: 2})
+	rotations := 5
+	if v := os.Getenv("CHURN_ROTATIONS"); v != "" { // more, when looking for a rare failure
+		rotations, _ = strconv.Atoi(v)
+	}
+	rep, err := runChurn(testWriter{t}, churnOptions{rotations: rotations, removes: 2, disables: 2, logouts: 2, edits: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +43,9 @@ func TestChurn(t *testing.T) {
 		}
 		if k.Accepted == 0 || k.Refused == 0 || k.Other != 0 {
 			t.Errorf("%s: %d accepted, %d refused, %d other answers; want both kinds and no other", k.Kind, k.Accepted, k.Refused, k.Other)
+		}
+		if len(k.DaemonErrors) != 0 {
+			t.Errorf("%s: the daemons logged errors: %q", k.Kind, k.DaemonErrors)
 		}
 		if !k.Met {
 			t.Errorf("%s: target missed: %+v", k.Kind, k)
