@@ -18,6 +18,9 @@
 // -report FILE rewrites the text between the report markers in FILE (README.md) with the
 // results, the machine and the command (report.go).
 //
+// With -churn it measures only revocation under load (churn.go: token rotation, removal, user
+// disable, logout and manual edits against apid and 2 proxyd, counting stale accepts).
+//
 // Targets: cached verify <= 100 ns/op, zero allocations, and at least 10 000 times faster
 // than the $5$ slow path in the same run (issue 2); the cached-token row at least 90 % of the
 // no-auth row's requests/s (one proxyd).
@@ -57,7 +60,8 @@ type report struct {
 	Command string      `json:"command"` // how to reproduce it
 	Machine machine     `json:"machine"`
 	Rows    []row       `json:"rows"`
-	Load    *loadReport `json:"load,omitempty"` // nil with -e2e=false
+	Load    *loadReport `json:"load,omitempty"`  // nil with -e2e=false
+	Churn   *churnReport `json:"churn,omitempty"` // nil with -churn=false
 	Targets targets     `json:"targets"`
 }
 
@@ -95,6 +99,7 @@ type e2eTargets struct {
 type config struct {
 	sizes []int        // token counts of the scaling rows
 	load  *loadOptions // nil: no load table
+	churn bool         // revocation under load (churn.go)
 }
 
 func main() {
@@ -110,7 +115,24 @@ func main() {
 	tokens := flag.Int("tokens", 100_000, "distinct API tokens of the many-tokens load row (written before apid starts)")
 	from := flag.String("from", "", "measure nothing: read the results of an earlier -json run from this file and print (or -report) them")
 	reportPath := flag.String("report", "", "also rewrite the report section (between "+beginMarker+" and "+endMarker+") of this markdown file")
+	churn := flag.Bool("churn", true, "also measure revocation under load (rotate, remove, disable, logout, manual edit; see churn.go)")
+	churnOnly := flag.Bool("churn-only", false, "measure only revocation under load and print its table (or JSON)")
 	flag.Parse()
+	if *churnOnly {
+		rep, err := runChurn(os.Stderr, churnOptions{})
+		if err == nil {
+			if *jsonOut {
+				err = writeJSON(os.Stdout, rep)
+			} else {
+				rep.markdown(os.Stdout)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	fail := func(code int, err error) {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(code)
@@ -119,7 +141,7 @@ func main() {
 	if err != nil {
 		fail(2, err)
 	}
-	cfg := config{sizes: sizes}
+	cfg := config{sizes: sizes, churn: *churn}
 	if *e2e {
 		proxyds, err := parseSizes("-proxyds", *proxydsFlag)
 		if err != nil {
@@ -280,6 +302,11 @@ func run(cfg config, progress io.Writer) (*report, error) {
 		}
 		rep.Targets.EndToEnd = loadTargets(rep.Load)
 	}
+	if cfg.churn {
+		if rep.Churn, err = runChurn(progress, churnOptions{}); err != nil {
+			return nil, fmt.Errorf("revocation under load: %w", err)
+		}
+	}
 	return rep, nil
 }
 
@@ -321,15 +348,18 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "\ntargets: cached %.1f ns/op (<= 100: %v), %d allocs/op (0: %v), %.0fx faster than the slow path (>= 10000: %v), manual edit noticed within %v (< 1s: %v)\n",
 		t.CachedNsPerOp, yes(t.MetNs100), t.CachedAllocs, yes(t.MetZeroAllocs), t.SpeedupVsSlow, yes(t.MetSpeedup10000x),
 		time.Duration(t.EditNoticedMaxNs).Round(time.Millisecond), yes(t.MetEditWithin1s))
-	if rep.Load == nil {
-		return
+	if rep.Load != nil {
+		fmt.Fprintf(w, "\nload through proxyd (%s):\n\n", loadSetup(rep))
+		loadTable(w, rep.Load)
+		fmt.Fprintln(w)
+		loadDetails(w, rep.Load)
+		if t.EndToEnd != nil {
+			fmt.Fprintf(w, "\ntargets: cached token %.1f%% of no-auth with 1 proxyd (>= 90: %v)\n", t.EndToEnd.CachedTokenPct, yes(t.EndToEnd.MetCachedToken90))
+		}
 	}
-	fmt.Fprintf(w, "\nload through proxyd (%s):\n\n", loadSetup(rep))
-	loadTable(w, rep.Load)
-	fmt.Fprintln(w)
-	loadDetails(w, rep.Load)
-	if t.EndToEnd != nil {
-		fmt.Fprintf(w, "\ntargets: cached token %.1f%% of no-auth with 1 proxyd (>= 90: %v)\n", t.EndToEnd.CachedTokenPct, yes(t.EndToEnd.MetCachedToken90))
+	if rep.Churn != nil {
+		fmt.Fprintln(w)
+		rep.Churn.markdown(w)
 	}
 }
 

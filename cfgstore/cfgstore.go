@@ -13,7 +13,12 @@
 // generation and the file's identity. Other errors (I/O) are not cached.
 //
 // Manual edits bump no generation: CheckFile (Watch calls it every WatchInterval, 250 ms)
-// drops the cache when the file's identity (inode, size, mtime, ctime) changed.
+// drops the cache when the file's identity (inode, size, mtime, ctime) changed. It also moves
+// the Store's epoch, a local counter the cache is stamped with (read before the file is), and
+// does so whenever nothing is cached, since a reload may be reading the old file right then:
+// the fast path ignores a parse of an older epoch, so an edit CheckFile has seen stays seen
+// (TestEditDuringReload; before the epoch such a reload cached the old content until the next
+// CheckFile).
 //
 // # Writing
 //
@@ -76,19 +81,21 @@ type Store[T any] struct {
 	mode           os.FileMode
 	gid            int
 
-	snap atomic.Pointer[snapshot[T]] // nil: nothing cached
+	snap  atomic.Pointer[snapshot[T]] // nil: nothing cached
+	epoch atomic.Uint64               // moved by CheckFile (see the package comment)
 
 	// reload serialises the slow path of Config, so that concurrent misses read the file once.
 	reload sync.Mutex
 }
 
-// snapshot is the parse of one file version, valid while the generation is gen. Either cfg or
-// err (a refused file) is meaningful. Immutable.
+// snapshot is the parse of one file version, valid while the generation is gen and the epoch
+// epoch. Either cfg or err (a refused file) is meaningful. Immutable.
 type snapshot[T any] struct {
-	gen uint64
-	fid lockfile.FileID
-	cfg T
-	err error
+	gen   uint64
+	epoch uint64
+	fid   lockfile.FileID
+	cfg   T
+	err   error
 }
 
 // Open returns a Store for o.Path. It does not read the file: that happens on first use.
@@ -130,26 +137,26 @@ func (s *Store[T]) Mode() os.FileMode { return s.mode }
 // Config returns the current parse, shared and read-only: do not modify it.
 func (s *Store[T]) Config() (T, error) {
 	g := s.gen.Load(s.counter)
-	if sn := s.snap.Load(); sn != nil && sn.gen == g {
+	if sn := s.snap.Load(); sn != nil && sn.gen == g && sn.epoch == s.epoch.Load() {
 		return sn.cfg, sn.err
 	}
 	return s.load()
 }
 
 // load is the slow path of Config: read the file and cache its parse (or its refusal) under
-// the generation read before the file was.
+// the generation and epoch read before the file was.
 func (s *Store[T]) load() (T, error) {
 	s.reload.Lock()
 	defer s.reload.Unlock()
-	g := s.gen.Load(s.counter)
-	if sn := s.snap.Load(); sn != nil && sn.gen == g {
+	g, e := s.gen.Load(s.counter), s.epoch.Load()
+	if sn := s.snap.Load(); sn != nil && sn.gen == g && sn.epoch == e {
 		return sn.cfg, sn.err // another goroutine loaded it meanwhile
 	}
 	cfg, _, fid, err := s.read()
 	if err != nil && !errors.Is(err, s.f.Syntax) && !errors.Is(err, s.f.Permissions) {
 		return cfg, err // not cached: it may be transient
 	}
-	s.snap.Store(&snapshot[T]{gen: g, fid: fid, cfg: cfg, err: err})
+	s.snap.Store(&snapshot[T]{gen: g, epoch: e, fid: fid, cfg: cfg, err: err})
 	return cfg, err
 }
 
@@ -157,13 +164,15 @@ func (s *Store[T]) load() (T, error) {
 func (s *Store[T]) Forget() { s.snap.Store(nil) }
 
 // CheckFile drops the cached parse when the file is no longer the one it was read from (an
-// edit that bumped no generation). Watch calls it periodically.
+// edit that bumped no generation), or when nothing is cached (a reload may be reading the
+// file that was there before), by moving the epoch. Watch calls it periodically.
 func (s *Store[T]) CheckFile() error {
 	fid, err := lockfile.Stat(s.path)
 	if err != nil {
 		return fmt.Errorf("checking %s %s: %w", s.f.Name, s.path, err)
 	}
-	if sn := s.snap.Load(); sn != nil && sn.fid != fid {
+	if sn := s.snap.Load(); sn == nil || sn.fid != fid {
+		s.epoch.Add(1)
 		s.snap.CompareAndSwap(sn, nil)
 	}
 	return nil

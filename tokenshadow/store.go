@@ -29,9 +29,9 @@
 //   - Fast path (no allocation; 84-91 ns on the 2-core VM, of which SHA-256 of a 36-byte
 //     secret takes 66-74 with github.com/minio/sha256-simd on SHA-NI, against 83 with
 //     crypto/sha256, so the former is used):
-//     g = gen; snapshot.gen == g and id present; digest the presented secret and compare in
-//     constant time; gen still g: accept on equal, refuse on different (the stored hash at g
-//     is fixed, and only the cached secret matches it).
+//     g = gen; snapshot.gen == g, snapshot.epoch == the Store's epoch and id present; digest
+//     the presented secret and compare in constant time; gen still g: accept on equal, refuse
+//     on different (the stored hash at g is fixed, and only the cached secret matches it).
 //   - Slow path: g0 = gen; read and parse token.shadow (the parsed table is reused while the
 //     generation and the file identity are unchanged); crypt-verify; g1 = gen; if g0 != g1 retry
 //     (at most 8 times); remember the digest in the snapshot of g0 only if the generation did
@@ -54,7 +54,12 @@
 //
 // Manual edits of token.shadow bump no generation; Watch notices them by polling the file's
 // identity (inode, size, mtime, ctime) every 250 ms and drops the snapshot, so they take
-// effect within 1 s (PBS: 60 s).
+// effect within 1 s (PBS: 60 s). A slow path that reads a changed file under an unchanged
+// generation notices the edit too. Either moves the Store's epoch, a local counter of noticed
+// edits: a digest is cached under the epoch read before its file was, and the fast path
+// ignores a snapshot of an older epoch, so a slow path that read the file before an edit and
+// ends after it was noticed cannot bring the old secret back (it did, for up to one poll,
+// before the epoch: TestEditDuringSlowPath).
 package tokenshadow
 
 import (
@@ -120,6 +125,7 @@ type Store struct {
 
 	snap   atomic.Pointer[snapshot] // nil: nothing cached
 	table  atomic.Pointer[table]    // last parsed file, for the slow path
+	epoch  atomic.Uint64            // file changes this process saw under one generation (manual edits)
 	flight singleflight.Group
 
 	stats counters
@@ -147,10 +153,12 @@ func (s *Store) Stats() Stats {
 	return Stats{Misses: s.stats.misses.Load(), InFlight: s.stats.inFlight.Load()}
 }
 
-// snapshot is the verified-secret cache of one generation and file version. gen and fid never
-// change; each shard map is immutable and replaced whole (copy on write).
+// snapshot is the verified-secret cache of one generation, epoch and file version. gen, epoch
+// and fid never change; each shard map is immutable and replaced whole (copy on write). The
+// fast path uses a snapshot only while both its generation and its epoch are current.
 type snapshot struct {
 	gen    uint64
+	epoch  uint64
 	fid    lockfile.FileID
 	shards [shardCount]atomic.Pointer[shard]
 }
@@ -220,7 +228,7 @@ func (s *Store) VerifyHit(id, secret string) (hit bool, err error) {
 	}
 	sum := digest(secret)
 	g := s.gen.Load(shmem.TokenShadow)
-	if sn := s.snap.Load(); sn != nil && sn.gen == g {
+	if sn := s.snap.Load(); sn != nil && sn.gen == g && sn.epoch == s.epoch.Load() {
 		k := s.key(id)
 		if m := sn.shards[k%shardCount].Load(); m != nil {
 			if e, ok := (*m)[k]; ok && e.id == id {
@@ -322,7 +330,7 @@ func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, erro
 	defer s.stats.inFlight.Add(-1)
 	for range maxAttempts {
 		g0 := s.gen.Load(shmem.TokenShadow)
-		t, err := s.load(g0)
+		t, e, err := s.load(g0)
 		if err != nil {
 			return verdict{}, err
 		}
@@ -337,7 +345,7 @@ func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, erro
 			continue
 		}
 		if match && !s.noCache {
-			s.remember(g0, t.fid, id, sum)
+			s.remember(g0, e, t.fid, id, sum)
 		}
 		return verdict{gen: g0, found: found, match: match}, nil
 	}
@@ -345,40 +353,53 @@ func (s *Store) compute(id, secret string, sum [sha256.Size]byte) (verdict, erro
 }
 
 // load returns the parsed file for generation g, reusing the last one while the generation and
-// the file identity are unchanged.
-func (s *Store) load(g uint64) (*table, error) {
+// the file identity are unchanged, and the epoch read before the file was: a digest verified
+// against the table may be cached under that epoch. A file that changed under the same
+// generation (a manual edit) moves the epoch first, so digests of slow paths still running on
+// the old content are never used.
+func (s *Store) load(g uint64) (*table, uint64, error) {
+	e := s.epoch.Load()
 	if t := s.table.Load(); t != nil && t.gen == g {
 		fid, err := s.stat()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if fid == t.fid {
-			return t, nil
+			return t, e, nil
 		}
+		e = s.epoch.Add(1)
 	}
 	t, err := readTable(s.path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	t.gen = g
 	s.table.Store(t)
-	return t, nil
+	return t, e, nil
 }
 
-// remember adds id's digest to the snapshot of generation g and file fid, starting a new
-// snapshot when the current one is of another generation or file, and never replacing a newer
-// one.
-func (s *Store) remember(g uint64, fid lockfile.FileID, id string, sum [sha256.Size]byte) {
+// remember adds id's digest to the snapshot of generation g, epoch ep and file fid, starting a
+// new snapshot when the current one is older, and never replacing a newer one. A digest of an
+// epoch that has passed is dropped. Two files under one generation and epoch (an edit nobody
+// has counted yet, seen by two slow paths) cannot be ordered: the epoch moves and neither is kept.
+func (s *Store) remember(g, ep uint64, fid lockfile.FileID, id string, sum [sha256.Size]byte) {
 	k := s.key(id)
 	i := k % shardCount
 	e := entry{id: id, sum: sum}
 	for {
-		sn := s.snap.Load()
-		if sn != nil && sn.gen > g {
+		if s.epoch.Load() != ep {
 			return
 		}
-		if sn == nil || sn.gen != g || sn.fid != fid {
-			fresh := &snapshot{gen: g, fid: fid}
+		sn := s.snap.Load()
+		if sn != nil && (sn.gen > g || sn.gen == g && sn.epoch > ep) {
+			return
+		}
+		if sn != nil && sn.gen == g && sn.epoch == ep && sn.fid != fid {
+			s.epoch.CompareAndSwap(ep, ep+1)
+			return
+		}
+		if sn == nil || sn.gen != g || sn.epoch != ep {
+			fresh := &snapshot{gen: g, epoch: ep, fid: fid}
 			m := shard{k: e}
 			fresh.shards[i].Store(&m)
 			if s.snap.CompareAndSwap(sn, fresh) {
@@ -410,14 +431,18 @@ func (s *Store) Forget() {
 	s.table.Store(nil)
 }
 
-// CheckFile drops the cache when token.shadow is no longer the file it was built from (an edit
-// that bumped no generation). Watch calls it periodically.
+// CheckFile drops the cache when token.shadow is no longer the file it, or the last parsed
+// table, was built from (an edit that bumped no generation): it moves the epoch, so neither the
+// cache nor a slow path still verifying against the old content is used again. Watch calls it
+// periodically.
 func (s *Store) CheckFile() error {
 	fid, err := s.stat()
 	if err != nil {
 		return err
 	}
-	if sn := s.snap.Load(); sn != nil && sn.fid != fid {
+	sn, t := s.snap.Load(), s.table.Load()
+	if (sn != nil && sn.fid != fid) || (t != nil && t.fid != fid) {
+		s.epoch.Add(1)
 		s.snap.CompareAndSwap(sn, nil)
 	}
 	return nil

@@ -49,10 +49,11 @@ func newCachedToken(t *testing.T) (s *Store, id, secret string) {
 	return s, id, secret
 }
 
-// cached reports whether the current snapshot holds a digest for id at the current generation.
+// cached reports whether the current snapshot holds a digest for id at the current generation
+// and epoch.
 func cached(s *Store, id string) bool {
 	sn := s.snap.Load()
-	if sn == nil || sn.gen != s.gen.Load(shmem.TokenShadow) {
+	if sn == nil || sn.gen != s.gen.Load(shmem.TokenShadow) || sn.epoch != s.epoch.Load() {
 		return false
 	}
 	k := s.key(id)
