@@ -56,13 +56,13 @@ type row struct {
 }
 
 type report struct {
-	Date    string      `json:"date"`    // when the run started, RFC 3339
-	Command string      `json:"command"` // how to reproduce it
-	Machine machine     `json:"machine"`
-	Rows    []row       `json:"rows"`
-	Load    *loadReport `json:"load,omitempty"`  // nil with -e2e=false
+	Date    string       `json:"date"`    // when the run started, RFC 3339
+	Command string       `json:"command"` // how to reproduce it
+	Machine machine      `json:"machine"`
+	Rows    []row        `json:"rows"`
+	Load    *loadReport  `json:"load,omitempty"`  // nil with -e2e=false
 	Churn   *churnReport `json:"churn,omitempty"` // nil with -churn=false
-	Targets targets     `json:"targets"`
+	Targets targets      `json:"targets"`
 }
 
 type machine struct {
