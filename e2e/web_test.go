@@ -56,10 +56,20 @@ func (b *browser) navigatingWhere(t *testing.T, what string, match func(*url.URL
 	t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserTimeout)
 	defer cancel()
-	nav, err := chromedp.Run(ctx, chromedp.WaitEvent(page.FrameNavigated, func(ev page.EventFrameNavigated) bool {
-		u, err := url.Parse(ev.Frame.URL)
-		return ev.Frame.ParentID == "" && err == nil && match(u)
-	}, act))
+	wait := func() (page.EventFrameNavigated, error) {
+		return chromedp.Run(ctx, chromedp.WaitEvent(page.FrameNavigated, func(ev page.EventFrameNavigated) bool {
+			u, err := url.Parse(ev.Frame.URL)
+			return ev.Frame.ParentID == "" && err == nil && match(u)
+		}, act))
+	}
+	nav, err := wait()
+	if err != nil && strings.Contains(err.Error(), "Could not find node with given id") {
+		// act looked its element up in chromedp's copy of the DOM while that still held the
+		// previous page's nodes (a navigation just before); nothing was clicked. Once the
+		// current document has loaded, the copy is current: try once more.
+		b.waitJS(t, "the page to load", `document.readyState === 'complete'`)
+		nav, err = wait()
+	}
 	if err != nil {
 		c2, cancel2 := context.WithTimeout(b.ctx, 5*time.Second)
 		shows, _ := chromedp.Run(c2, chromedp.Evaluate[string](`location.href + ": " + document.body.innerText`))
