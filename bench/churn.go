@@ -745,8 +745,9 @@ func (r *churnReport) markdown(w io.Writer) {
 		if k.TargetMax > 0 {
 			met += fmt.Sprintf(" (< %v)", time.Duration(k.TargetMax))
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d / %d / %d | %d | %s, %d of %d | %s / %s / %s | %s / %s | %s |\n",
-			k.Kind, k.Rounds, k.Requests, k.Accepted, k.Refused, k.Other, k.StaleAccepts, k.Shows, k.Noticed, k.Rounds,
+		g := func(n int) string { return groupDigits(int64(n)) }
+		fmt.Fprintf(w, "| %s | %d | %s | %s / %s / %s | %d | %s, %d of %d | %s / %s / %s | %s / %s | %s |\n",
+			k.Kind, k.Rounds, g(k.Requests), g(k.Accepted), g(k.Refused), g(k.Other), k.StaleAccepts, k.Shows, k.Noticed, k.Rounds,
 			ms(k.NoticedP50), ms(k.NoticedMean), ms(k.NoticedMax), ms(k.CommandP50), ms(k.CommandMax), met)
 	}
 	for _, k := range r.Kinds {
