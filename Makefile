@@ -72,19 +72,21 @@ deps:
 
 # A run that fails with "context deadline exceeded" and writes no failing input is Go's fuzz
 # coordinator racing its own -fuzztime deadline (go.dev/issue/75804, fixed in Go 1.27; seen in
-# CI on go1.26.8): that target runs once more. A real failure always writes its input under
-# testdata/fuzz and fails the run.
+# CI on go1.26.8, about once in 30 runs on a loaded machine): that target runs again, up to 3
+# times in all. A real failure always writes its input under testdata/fuzz and fails the run.
+# (A count budget, -fuzztime=Nx, avoids the race but would need a count per target: their
+# speeds differ 400-fold.)
 fuzz:
 	@n=0; total=$(words $(FUZZ_TARGETS)); log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; n=$$((n+1)); \
-		for try in 1 2; do \
+		for try in 1 2 3; do \
 			echo "[$$n/$$total] fuzzing $$fn in $$pkg for $(FUZZTIME)"; \
 			before=$$(ls $$pkg/testdata/fuzz/$$fn 2>/dev/null | wc -l); \
 			$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg 2>&1 | tee $$log; \
 			[ $${PIPESTATUS[0]} = 0 ] && break; \
 			after=$$(ls $$pkg/testdata/fuzz/$$fn 2>/dev/null | wc -l); \
-			if [ $$try = 1 ] && [ "$$after" = "$$before" ] && grep -q 'context deadline exceeded' $$log; then \
-				echo "$$fn: no failing input written, Go's fuzz deadline race (go.dev/issue/75804); once more"; continue; fi; \
+			if [ $$try != 3 ] && [ "$$after" = "$$before" ] && grep -q 'context deadline exceeded' $$log; then \
+				echo "$$fn: no failing input written, Go's fuzz deadline race (go.dev/issue/75804); again"; continue; fi; \
 			exit 1; \
 		done; \
 	done
