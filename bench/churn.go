@@ -156,12 +156,8 @@ func runChurn(progress io.Writer, o churnOptions) (rep *churnReport, err error) 
 			err = fmt.Errorf("stopping the daemons: %w", cerr)
 		}
 	}()
-	tokenid, secret, ok := strings.Cut(strings.TrimPrefix(s.token, "PBSAPIToken="), ":")
-	if !ok {
-		return nil, fmt.Errorf("unexpected token header in the stack")
-	}
-	r := &churnRun{s: s, o: o, base: time.Now(), tokenid: tokenid}
-	r.token = r.newCred("Authorization", tokenHeader(tokenid, secret))
+	r := &churnRun{s: s, o: o, base: time.Now(), tokenid: s.tokenID}
+	r.token = r.newCred("Authorization", s.token)
 	rep = &churnReport{Clients: o.clients, Proxyds: o.proxyds}
 	for _, k := range []struct {
 		name, shows string
@@ -203,8 +199,6 @@ func buildGatectl(dir string) (string, error) {
 	}
 	return bin, nil
 }
-
-func tokenHeader(tokenid, secret string) string { return "PBSAPIToken=" + tokenid + ":" + secret }
 
 // cred is one credential the clients send: a header and the version that names it.
 type cred struct {
@@ -722,7 +716,7 @@ func firstEnd(samples []sample, match func(sample) bool) int64 {
 	return first
 }
 
-// stats returns the median, mean and maximum of ds (not empty), in nanoseconds.
+// stats returns the median (nearest rank, as the load table's p50), mean and maximum of ds (not empty), in nanoseconds.
 func stats(ds []time.Duration) (p50, mean, maxNs float64) {
 	s := slices.Clone(ds)
 	slices.Sort(s)
@@ -730,7 +724,7 @@ func stats(ds []time.Duration) (p50, mean, maxNs float64) {
 	for _, d := range s {
 		sum += d
 	}
-	return float64(s[len(s)/2]), float64(sum) / float64(len(s)), float64(s[len(s)-1])
+	return float64(percentile(s, 50)), float64(sum) / float64(len(s)), float64(s[len(s)-1])
 }
 
 // markdown writes the report as a table with a legend.
@@ -769,6 +763,5 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func ms(ns float64) string {
-	return fmt.Sprintf("%.1f ms", ns/1e6)
-}
+// ms formats a latency in nanoseconds as the load table does.
+func ms(ns float64) string { return formatLatency(int64(ns)) }

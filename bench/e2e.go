@@ -42,7 +42,8 @@ type stack struct {
 	apid    *http.Client // apid's unix socket, as the local administrator (root@pam)
 	gen     *shmem.Cache // the generation file, opened as a config writer would
 	ticket  string       // PBSAuthCookie value
-	token   string       // Authorization header value: PBSAPIToken=<id>:<secret>
+	token   string       // Authorization header value: tokenHeader(tokenID, the secret)
+	tokenID string       // user@realm!name of token
 }
 
 const (
@@ -197,9 +198,12 @@ func (s *stack) setUpUser() error {
 	if err := json.Unmarshal(data, &tok); err != nil || tok.Tokenid == "" || tok.Value == "" {
 		return errors.New("creating a token: no tokenid or value in the answer")
 	}
-	s.token = "PBSAPIToken=" + tok.Tokenid + ":" + tok.Value
+	s.token, s.tokenID = tokenHeader(tok.Tokenid, tok.Value), tok.Tokenid
 	return nil
 }
+
+// tokenHeader is the Authorization header value of an API token.
+func tokenHeader(tokenid, secret string) string { return "PBSAPIToken=" + tokenid + ":" + secret }
 
 // call makes one form-encoded request and returns the "data" of a 200 answer.
 func call(c *http.Client, method, u string, form url.Values, h http.Header) (json.RawMessage, error) {

@@ -136,7 +136,7 @@ func loadCases(tokens int) []loadCase {
 // wrongSecret is the attacker: the valid token id with a fresh random secret (UUID-shaped)
 // every request.
 func wrongSecret(ls *loadStack, g int) func() string {
-	id, _, _ := strings.Cut(strings.TrimPrefix(ls.token, "PBSAPIToken="), ":")
+	id := ls.tokenID
 	rnd := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
 	var raw [16]byte
 	var hx [32]byte
@@ -149,7 +149,7 @@ func wrongSecret(ls *loadStack, g int) func() string {
 		}
 		hex.Encode(hx[:], raw[:])
 		h := string(hx[:])
-		return "PBSAPIToken=" + id + ":" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+		return tokenHeader(id, h[:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:])
 	}
 }
 
@@ -196,7 +196,7 @@ func startLoadStack(n, clients, tokens int, hash, secret string) (*loadStack, er
 		ls.procs[relaxed] = append(ls.procs[relaxed], proxydRef{url: u, metrics: m})
 	}
 	for _, id := range ids {
-		ls.many = append(ls.many, "PBSAPIToken="+id+":"+secret)
+		ls.many = append(ls.many, tokenHeader(id, secret))
 	}
 	return ls, nil
 }

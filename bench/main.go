@@ -179,9 +179,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "rewrote the report section of %s\n", *reportPath)
 	}
 	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(os.Stdout, rep); err != nil {
 			fail(1, err)
 		}
 		return

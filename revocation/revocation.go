@@ -150,8 +150,7 @@ func (s *Store) Revoke(userid string, now time.Time) error {
 		opt.GID = s.o.GID
 	}
 	// A writer killed mid-replace leaves its temp file; nobody else would remove it.
-	dir, base := filepath.Split(s.o.Path)
-	if err := lockfile.CleanTemps(filepath.Clean(dir), base); err != nil {
+	if err := lockfile.CleanTemps(filepath.Dir(s.o.Path), filepath.Base(s.o.Path)); err != nil {
 		return fmt.Errorf("revoking tickets of %s: %w", userid, err)
 	}
 	if err := lockfile.Replace(s.o.Path, append(data, '\n'), opt); err != nil {

@@ -147,8 +147,9 @@
 // debug.SetPanicOnFault on every request goroutine would turn that into a
 // failed request, but it is per goroutine: every goroutine that may load a
 // counter (requests, /metrics, anything added later) would need it, and a
-// single one missed still crashes; it is not used. Values Load returned from counters overwritten with garbage
-// before the check noticed are not guaranteed distinct from later ones.
+// single one missed still crashes; it is not used. Values Load returned
+// from counters overwritten with garbage before the check noticed are not
+// guaranteed distinct from later ones.
 //
 // # Concurrency
 //
@@ -611,9 +612,9 @@ func newCache(path string, mem []byte, unmap func([]byte) error) (*Cache, error)
 
 // Load returns the current value of counter k: two dependent loads (the
 // current mapping, then the counter, one atomic load), no allocation,
-// inlined into the caller. The value is the file's counter plus the
-// mapping's base, which is 0 until the Cache first switches files. It
-// panics if k is not one of the defined counters ("shmem: invalid
+// inlined into the caller. After a switch of files the value is that of
+// the new file, whose counters the switch lifted (see "Breakage and
+// recovery"). It panics if k is not one of the defined counters ("shmem: invalid
 // Counter(4)"), and with a nil pointer dereference if the Cache is closed.
 // Both are programming errors, and neither touches the mapping.
 func (c *Cache) Load(k Counter) uint64 {
@@ -676,8 +677,8 @@ func (c *Cache) Path() string { return c.path }
 // (same device and inode, not removed or replaced: [ErrReplaced] or
 // fs.ErrNotExist), still a regular file of Size bytes ([ErrBadSize] if it
 // was truncated), that the mapped header is intact, and that no counter
-// moved backwards or by 2^32 or more since the last health check
-// ([ErrBadCounter]). While the Cache runs on its private page it returns
+// moved backwards since the last health check ([ErrBadCounter]; it may
+// move forward by any amount: another process's switch lifts it by 2^32). While the Cache runs on its private page it returns
 // an error wrapping [ErrUnmapped] and the failure that started the
 // incident. It costs one lstat and reads only the header and the counters;
 // it is meant for periodic health checks ([Cache.Watch]), not for the hot path.
