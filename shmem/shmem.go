@@ -330,7 +330,7 @@ func recreate(path string, gid int) (m *mapping, movedTo string, made bool, err 
 	switch {
 	case err == nil:
 		return m, "", false, nil
-	case invalidFile(err):
+	case IsInvalid(err):
 		if movedTo, err = moveAside(path, time.Now()); err != nil {
 			return nil, "", false, fmt.Errorf("moving invalid config version cache %s aside: %w", path, err)
 		}
@@ -350,9 +350,10 @@ func recreate(path string, gid int) (m *mapping, movedTo string, made bool, err 
 	return m, movedTo, true, nil
 }
 
-// invalidFile tells whether an open error means that what is at the path is not a valid
-// cache file (as opposed to missing or unreadable).
-func invalidFile(err error) bool {
+// IsInvalid tells whether an error of Open (or Check) means that what is at the path is not
+// a valid cache file ([ErrNotRegular], [ErrBadSize], [ErrBadMagic], [ErrBadVersion]), as
+// opposed to missing or unreadable: the kind Recreate moves aside.
+func IsInvalid(err error) bool {
 	for _, e := range []error{ErrNotRegular, ErrBadSize, ErrBadMagic, ErrBadVersion} {
 		if errors.Is(err, e) {
 			return true

@@ -125,7 +125,7 @@ func (c *Cache) heal(o WatchOptions) bool {
 	if rerr != nil {
 		// A reader waits quietly for apid to make the file; anything else (apid unable to make
 		// one, a reader unable to open a valid-looking one) is said once per reason.
-		waiting := !o.Repair && (errors.Is(rerr, fs.ErrNotExist) || invalidFile(rerr))
+		waiting := !o.Repair && (errors.Is(rerr, fs.ErrNotExist) || IsInvalid(rerr))
 		if !waiting && !strings.Contains(c.reported, rerr.Error()) {
 			c.reported = rerr.Error()
 			report(Event{Err: rerr, Private: true})

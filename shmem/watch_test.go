@@ -383,7 +383,7 @@ func TestRecreate(t *testing.T) {
 		if err == nil {
 			c.Close()
 		}
-		if err == nil || movedTo != "" || invalidFile(err) {
+		if err == nil || movedTo != "" || IsInvalid(err) {
 			t.Errorf("Recreate through a symlink loop = %q, %v; want an error and nothing moved", movedTo, err)
 		}
 	})

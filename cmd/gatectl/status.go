@@ -158,11 +158,8 @@ func genState(err error) string {
 		return "ok"
 	case errors.Is(err, fs.ErrNotExist):
 		return "missing"
-	}
-	for _, e := range []error{shmem.ErrNotRegular, shmem.ErrBadSize, shmem.ErrBadMagic, shmem.ErrBadVersion} {
-		if errors.Is(err, e) {
-			return "broken"
-		}
+	case shmem.IsInvalid(err):
+		return "broken"
 	}
 	return "unreadable"
 }
