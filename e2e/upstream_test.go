@@ -144,10 +144,10 @@ type proxied struct {
 	browser http.Header
 }
 
-func startProxied(t *testing.T) *proxied {
+func startProxied(t *testing.T, proxydArgs ...string) *proxied {
 	t.Helper()
 	a := newApp(t)
-	st := start(t, options{upstream: a.URL})
+	st := start(t, options{upstream: a.URL, proxydArgs: proxydArgs})
 	p := &proxied{stack: st, app: a, origin: strings.TrimSuffix(st.url, "/api2/json"), client: noRedirects(st.http)}
 	st.addUser(t, "lee@pbs", "lee-pass-1")
 	p.lee = st.login(t, "lee@pbs", "lee-pass-1")
