@@ -26,7 +26,15 @@ type reportSection func(w io.Writer, rep *report)
 // reportSections are the report's parts in order; more (e.g. rotation under load) are added
 // here.
 func reportSections() []reportSection {
-	return []reportSection{reportHeader, reportLoad, reportChurn, reportVerify}
+	return []reportSection{reportHeader, reportLoad, reportChurn, reportAttack, reportVerify}
+}
+
+func reportAttack(w io.Writer, rep *report) {
+	if rep.Attack == nil {
+		fmt.Fprintln(w, "No resource-exhaustion table in this run (without -attack).")
+		return
+	}
+	rep.Attack.markdown(w)
 }
 
 // writeReport writes every report section, separated by blank lines.
