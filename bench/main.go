@@ -140,7 +140,17 @@ func main() {
 		ao.phases = strings.Split(*attackPhases, ",")
 	}
 	if *attackOnly {
-		rep, err := runAttack(os.Stderr, ao)
+		var rep *attackReport
+		var err error
+		if *from != "" { // re-render a saved -attack-only -json run
+			rep = &attackReport{}
+			var data []byte
+			if data, err = os.ReadFile(*from); err == nil {
+				err = json.Unmarshal(data, rep)
+			}
+		} else {
+			rep, err = runAttack(os.Stderr, ao)
+		}
 		if err == nil {
 			if *jsonOut {
 				err = writeJSON(os.Stdout, rep)
