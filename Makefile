@@ -22,7 +22,7 @@ FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./cry
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
 	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
-	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
+	./credential:FuzzParseTokenHeader ./credential:FuzzDecode \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge \
 	./tfa:FuzzWebauthnLogin ./tfa:FuzzWebauthnRegistration ./gateway:FuzzServe ./authority:FuzzServe
 

@@ -57,6 +57,8 @@ func TestMain(m *testing.M) {
 		err = readFiles(args)
 	case "hold-locks":
 		err = holdLocks(args)
+	case "apid-call":
+		err = apidCall(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -1,26 +1,29 @@
 // Package forward is the contract between proxyd and apid for a call proxyd forwards: the
-// internal headers that carry the verified caller and the answers only proxyd may see.
+// internal headers that travel beside the caller's own credential, and the answers only proxyd
+// may see.
 //
-// proxyd authenticates a request, removes every header starting with "X-Gatehouse-" that the
-// client sent (Strip), sets Authid (the verified user or token id, absent for the unauthenticated
-// ticket call) and Rhost (the client address it rate-limits and logs), and sends the request to
-// apid over its unix socket. apid believes these headers only because SO_PEERCRED proved the
-// peer is proxyd's uid or root (package peercred). On the way back, apid may set Failure and
-// FailUser on a 401 (proxyd writes the fail2ban line and never shows them to the client) and
-// NewTicket when the calling session must get a new ticket (after its own password change);
-// proxyd strips them all before answering.
+// proxyd authenticates a request, removes every internal header the client sent (Strip), and
+// sends the request to apid over its unix socket with the credential as the client sent it (the
+// Authorization header, or the ticket cookie and the CSRFPreventionToken header): apid verifies
+// it again itself (package credential) and believes no identity that proxyd names. The one
+// internal header of a request is Rhost, the client address proxyd rate-limits and logs, which
+// apid uses for its own log lines only. On the way back, apid may set Failure and FailUser on a
+// 401 (proxyd writes the fail2ban line and never shows them to the client) and NewTicket when
+// the calling session must get a new ticket (after its own password change); proxyd strips them
+// all before answering. Failure and FailUser may hold a client's bytes (the user name it typed,
+// control characters included) and travel percent-encoded (SetValue, Value), so that nothing a
+// client sends can break the answer's header block.
 package forward
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 )
 
 // Header names.
 const (
-	Authid    = "X-Gatehouse-Authid"     // verified caller: user@realm or user@realm!token
-	Rhost     = "X-Gatehouse-Rhost"      // client IP address
-	Session   = "X-Gatehouse-Session"    // "cookie" when the caller authenticated with a ticket
+	Rhost     = "X-Gatehouse-Rhost"      // client IP address and port
 	Failure   = "X-Gatehouse-Failure"    // on 401: the reason for the auth log
 	FailUser  = "X-Gatehouse-Fail-User"  // on 401: the user id the client claimed
 	NewTicket = "X-Gatehouse-New-Ticket" // a fresh ticket for the calling session
@@ -35,4 +38,19 @@ func Strip(h http.Header) {
 			delete(h, k)
 		}
 	}
+}
+
+// SetValue sets header name to v percent-encoded: any byte, a control character included, then
+// travels in a valid header value. Value undoes it.
+func SetValue(h http.Header, name, v string) {
+	h.Set(name, url.QueryEscape(v))
+}
+
+// Value returns the value SetValue set; a value that does not decode is returned as it is.
+func Value(h http.Header, name string) string {
+	v := h.Get(name)
+	if u, err := url.QueryUnescape(v); err == nil {
+		return u
+	}
+	return v
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"gatehouse/credential"
 	"gatehouse/params"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
@@ -177,7 +178,7 @@ func (m *Metrics) auth(meth authMethod, res authResult) {
 // authError counts a failed check: a refusal (authFailure) is a failure; an internal error
 // (500) is no attempt's result and is not counted.
 func (m *Metrics) authError(meth authMethod, err error) {
-	var af *authFailure
+	var af *credential.Failure
 	if errors.As(err, &af) {
 		m.auth(meth, resultFailure)
 	}

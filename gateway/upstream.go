@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"gatehouse/forward"
+	"gatehouse/credential"
 	"gatehouse/reply"
 )
 
@@ -21,7 +21,7 @@ import (
 // request is looked at (forward.Strip in ServeHTTP), so an application may trust them.
 const (
 	HeaderUser   = "X-Gatehouse-User"    // the verified user id, user@realm
-	HeaderAuthid = forward.Authid        // the verified user id, or token id user@realm!name
+	HeaderAuthid = "X-Gatehouse-Authid"  // the verified user id, or token id user@realm!name
 	HeaderLogin  = "X-Gatehouse-Login"   // forward-auth 401 to a browser navigation: the login URL
 	csrfHeader   = "CSRFPreventionToken" // PBS's CSRF header
 )
@@ -65,8 +65,8 @@ func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
 				h.Set("X-Forwarded-For", c.client.Addr().String())
 			}
 			h.Set("X-Forwarded-Proto", "https")
-			h.Set(HeaderUser, c.userid)
-			h.Set(HeaderAuthid, c.authid)
+			h.Set(HeaderUser, c.Userid)
+			h.Set(HeaderAuthid, c.Authid)
 			h.Del("Authorization")
 			h.Del(csrfHeader)
 			h.Del("Forwarded") // the client's own claims about its address
@@ -125,8 +125,8 @@ func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
 // credentials; the caller goes back in headers, the body is empty.
 func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
-	w.Header().Set(HeaderUser, c.userid)
-	w.Header().Set(HeaderAuthid, c.authid)
+	w.Header().Set(HeaderUser, c.Userid)
+	w.Header().Set(HeaderAuthid, c.Authid)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
@@ -182,7 +182,7 @@ func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error 
 	if d := doorOf(r); (d == doorUpstream || d == doorAuth) && sameOrigin(r.Header, o.scheme, o.host) {
 		return nil
 	}
-	return &authFailure{userid, "missing or invalid CSRF prevention token"}
+	return &credential.Failure{User: userid, Reason: "missing or invalid CSRF prevention token"}
 }
 
 // sameOrigin reports whether the browser says the request comes from the page's own origin:
@@ -240,12 +240,12 @@ func localPath(next string) bool {
 // and that cookie is cleared.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 	tk := s.ticketCookie(r)
-	expired := tk.value != ""
+	expired := tk.Value != ""
 	switch d := doorOf(r); d {
 	case doorUpstream, doorPage:
 		if d == doorPage || browserNavigation(r.Method, r.Header) {
 			if expired {
-				http.SetCookie(w, s.clearedCookie(tk.name))
+				http.SetCookie(w, s.clearedCookie(tk.Name))
 			}
 			w.Header().Set("Cache-Control", "no-store")
 			http.Redirect(w, r, loginURL(r.URL.RequestURI(), expired), http.StatusSeeOther)
