@@ -20,7 +20,7 @@ DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/secur
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
-	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies \
+	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies ./forward:FuzzInternal \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
 	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge \

@@ -2,7 +2,9 @@
 // internal headers that carry the verified caller and the answers only proxyd may see.
 //
 // proxyd authenticates a request, removes every header starting with "X-Gatehouse-" that the
-// client sent (Strip), sets Authid (the verified user or token id, absent for the unauthenticated
+// client sent, in any letter case and with '_' read as '-' (Strip: X_Gatehouse_User is
+// X-Gatehouse-User to a CGI-style application, which maps both to HTTP_X_GATEHOUSE_USER), sets
+// Authid (the verified user or token id, absent for the unauthenticated
 // ticket call) and Rhost (the client address it rate-limits and logs), and sends the request to
 // apid over its unix socket. apid believes these headers only because SO_PEERCRED proved the
 // peer is proxyd's uid or root (package peercred). On the way back, apid may set Failure and
@@ -13,7 +15,6 @@ package forward
 
 import (
 	"net/http"
-	"strings"
 )
 
 // Header names.
@@ -28,11 +29,37 @@ const (
 
 const prefix = "X-Gatehouse-"
 
-// Strip removes every internal header from h, in any letter case.
+// Strip removes every internal header from h, in any letter case and with any '_' standing
+// for a '-' (X_Gatehouse_User, X-Gatehouse_User, x_gatehouse-authid).
 func Strip(h http.Header) {
 	for k := range h {
-		if len(k) >= len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if internal(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// internal reports whether a header name is an internal one: it starts with "X-Gatehouse-"
+// once ASCII case is ignored and '_' is read as '-'.
+func internal(name string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if fold(name[i]) != fold(prefix[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// fold maps an ASCII upper-case letter to lower case and '_' to '-'.
+func fold(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
