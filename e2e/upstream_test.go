@@ -235,8 +235,10 @@ func (p *proxied) authFails(t *testing.T) int {
 // TestReverseProxy: proxyd in front of a real application. What the application receives
 // (identity headers, no credentials, other cookies, X-Forwarded-*), what clients without
 // valid credentials get (browser: the login page; API: 401; bad ticket: 401 and an auth.log
-// line), the CSRF rule for cookie requests that change things, streaming, protocol upgrades,
-// and 502 when the application is down.
+// line), the CSRF rule for cookie requests that change things, streaming, protocol upgrades
+// (and cross-site WebSocket handshakes), what a client cannot smuggle to the application
+// (headers spelled with '_', its own forwarding claims, an absolute-form target), and 502 when
+// the application is down.
 func TestReverseProxy(t *testing.T) {
 	p := startProxied(t)
 	u := p.origin + "/app/page?x=1&y=2"
