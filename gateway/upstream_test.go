@@ -286,3 +286,23 @@ func FuzzStripCookies(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDropClientClaims: the cost per proxied request of dropClientClaims on a browser's
+// usual headers (none of them dropped), after proxyd's own have been set.
+func BenchmarkDropClientClaims(b *testing.B) {
+	base := http.Header{
+		"Accept": {"text/html"}, "Accept-Encoding": {"gzip, deflate, br"}, "Accept-Language": {"en-US,en;q=0.9"},
+		"Cookie": {"theme=dark"}, "User-Agent": {"Mozilla/5.0"}, "Sec-Fetch-Site": {"same-origin"},
+		"Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}, "Referer": {"https://gh.example/"},
+		"X-Forwarded-For": {"192.0.2.1"}, "X-Forwarded-Host": {"gh.example"}, "X-Forwarded-Proto": {"https"},
+		"X-Gatehouse-User": {"alice@pbs"}, "X-Gatehouse-Authid": {"alice@pbs"},
+	}
+	h := base.Clone()
+	b.ReportAllocs()
+	for b.Loop() {
+		dropClientClaims(h)
+	}
+	if len(h) != len(base) {
+		b.Fatalf("dropped %d headers of a browser's usual ones", len(base)-len(h))
+	}
+}
