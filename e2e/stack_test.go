@@ -119,6 +119,7 @@ type options struct {
 	pamService string
 	upstream   string   // --upstream URL
 	apidArgs   []string // more apid flags
+	proxydArgs []string // more proxyd flags
 	// prepare, when set, runs once the directories are chosen and before apid starts (the
 	// config directory may not exist yet), e.g. to mount a file system there.
 	prepare func(t *testing.T, d layout.Dirs)
@@ -168,10 +169,11 @@ func start(t *testing.T, o options) *stack {
 	if burst == 0 {
 		burst = 1000
 	}
-	addr := st.run(t, "proxyd", st.split, "--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
+	proxydArgs := []string{"--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
 		"--listen", "127.0.0.1:0", "--auth-log", st.authLog, "--fail-delay", "-1s",
 		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1", "--upstream", o.upstream,
-		"--metrics-listen", "127.0.0.1:0")
+		"--metrics-listen", "127.0.0.1:0"}
+	addr := st.run(t, "proxyd", st.split, append(proxydArgs, o.proxydArgs...)...)
 	st.url = "https://" + addr + "/api2/json"
 	pem, err := os.ReadFile(st.dirs.ProxyCert())
 	if err != nil {

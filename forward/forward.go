@@ -2,7 +2,9 @@
 // internal headers that travel beside the caller's own credential, and the answers only proxyd
 // may see.
 //
-// proxyd authenticates a request, removes every internal header the client sent (Strip), and
+// proxyd authenticates a request, removes every header starting with "X-Gatehouse-" that the
+// client sent, in any letter case and with '_' read as '-' (Strip: X_Gatehouse_User is
+// X-Gatehouse-User to a CGI-style application, which maps both to HTTP_X_GATEHOUSE_USER), and
 // sends the request to apid over its unix socket with the credential as the client sent it (the
 // Authorization header, or the ticket cookie and the CSRFPreventionToken header): apid verifies
 // it again itself (package credential) and believes no identity that proxyd names. The one
@@ -18,7 +20,6 @@ package forward
 import (
 	"net/http"
 	"net/url"
-	"strings"
 )
 
 // Header names.
@@ -31,13 +32,39 @@ const (
 
 const prefix = "X-Gatehouse-"
 
-// Strip removes every internal header from h, in any letter case.
+// Strip removes every internal header from h, in any letter case and with any '_' standing
+// for a '-' (X_Gatehouse_User, X-Gatehouse_User, x_gatehouse-authid).
 func Strip(h http.Header) {
 	for k := range h {
-		if len(k) >= len(prefix) && strings.EqualFold(k[:len(prefix)], prefix) {
+		if internal(k) {
 			delete(h, k)
 		}
 	}
+}
+
+// internal reports whether a header name is an internal one: it starts with "X-Gatehouse-"
+// once ASCII case is ignored and '_' is read as '-'.
+func internal(name string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		if fold(name[i]) != fold(prefix[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// fold maps an ASCII upper-case letter to lower case and '_' to '-'.
+func fold(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // SetValue sets header name to v percent-encoded: any byte, a control character included, then

@@ -7,11 +7,14 @@
 //  1. An Authorization header "PBSAPIToken=<user@realm!name>:<secret>": the API token, checked
 //     by package credential (token.shadow through this process's verified-secret cache; the
 //     token and its user enabled and not expired). No CSRF token is needed.
-//  2. A ticket cookie, "__Host-PBSAuthCookie" (HttpOnly flow) before "PBSAuthCookie" (legacy):
-//     the ticket, checked by package credential (signature through the verified-ticket cache,
-//     2 h lifetime, user active, not revoked). A request that is not GET or HEAD must also
-//     carry a valid "CSRFPreventionToken" header for that user; outside /api2 (reverse proxy,
-//     forward-auth) a same-origin browser request is accepted instead (see upstream.go).
+//  2. A ticket cookie, "__Host-PBSAuthCookie" (HttpOnly flow) before "PBSAuthCookie" (legacy);
+//     the legacy one is ignored where Options.HostCookieOnly says (proxyd: --host-cookie-only,
+//     default the reverse proxy and forward-auth; /api2 always takes it), since a sibling
+//     subdomain can set it for the parent domain. The ticket is checked by package credential
+//     (signature through the verified-ticket cache, 2 h lifetime, user active, not revoked). A
+//     request that is not GET or HEAD must also carry a valid "CSRFPreventionToken" header for
+//     that user; outside /api2 (reverse proxy, forward-auth) a same-origin browser request is
+//     accepted instead (see upstream.go).
 //  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket) and
 //     the login page (/gatehouse/login, /gatehouse/static/). The account page and the other
 //     web pages are pages.go's.
@@ -48,8 +51,13 @@
 // (user or token id) set, X-Forwarded-For (the client address proxyd believes), -Host and
 // -Proto (https) set, and the Authorization header, the CSRFPreventionToken header and the two
 // ticket cookies removed: the application never sees a credential. Every X-Gatehouse-* header a
-// client sends is removed before anything else (forward.Strip in ServeHTTP), so the
-// application may trust these two. Responses stream (FlushInterval -1) and upgrades
+// client sends, also spelled with '_' for '-', is removed before anything else (forward.Strip in
+// ServeHTTP), so the application may trust these two. On the way to the upstream proxyd also
+// removes every header with '_' in its name (a CGI-style application reads X_Forwarded_For as
+// X-Forwarded-For; nginx drops them by default), a client's own front-proxy claims (Forwarded,
+// X-Real-IP, X-Forwarded-Port, -Uri, -Prefix, -Server, -Method, X-Original-URI, -Method) and
+// method overrides (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override: the CSRF rule
+// judged the request's own method). Responses stream (FlushInterval -1) and upgrades
 // (WebSocket) pass; an unreachable upstream is 502 and one log line. A refused GET or HEAD that
 // accepts text/html is 303 to /gatehouse/login?next=<request URI>, anything else 401.
 //
@@ -57,15 +65,27 @@
 // it checks the credentials on the request itself and answers 200 with X-Gatehouse-User and
 // X-Gatehouse-Authid, or 401 with no body (plus X-Gatehouse-Login, the login URL, for a browser
 // navigation). The original method comes from X-Forwarded-Method (Caddy) or X-Original-Method
-// (nginx); without either the request counts as unsafe (fail closed).
+// (nginx); without either the request counts as unsafe (fail closed). A request carrying any of
+// X-Forwarded-Method, X-Original-Method, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host or
+// X-Forwarded-Proto more than once is 400 with no body and one log line, before credentials
+// are looked at: which value the front proxy set cannot be told.
 //
 // CSRF outside /api2: a ticket-authenticated request whose (original) method is not GET or HEAD
 // needs a valid CSRFPreventionToken or a same-origin browser request: Sec-Fetch-Site
-// "same-origin", or Origin equal to https://<Host> (forward-auth: <X-Forwarded-Proto or
-// https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these headers; anything
-// else is an authentication failure, logged and limited like the others. A WebSocket handshake
-// (GET with Upgrade) is checked like a POST. Forward-auth headers X-Forwarded-Method and
-// X-Original-Method that disagree make the method unsafe. API tokens need neither.
+// "same-origin", or, without Sec-Fetch-Site, Origin equal to https://<Host> (forward-auth:
+// <X-Forwarded-Proto or https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these
+// headers; anything else is an authentication failure, logged and limited like the others. A
+// WebSocket handshake is checked like a POST: a GET with Upgrade, or, since nginx's
+// auth_request drops Upgrade, with Sec-WebSocket-Key, Sec-WebSocket-Version or
+// Sec-Fetch-Mode "websocket". Forward-auth headers X-Forwarded-Method and X-Original-Method
+// that disagree make the method unsafe. API tokens need neither.
+//
+// # Request targets
+//
+// Only origin-form targets ("/path?query") are served; an absolute-form one ("GET
+// https://host/path", which net/http would take the host from, ignoring Host) is 400. RFC 9112
+// says a server MUST accept it; proxyd is an origin server behind which the host a front proxy
+// routed by and the one the application is told must not differ, and no browser sends it there.
 //
 // # Metrics
 //
@@ -124,6 +144,11 @@ type Options struct {
 	ApidSocket  string         // apid's unix socket
 	Upstream    *url.URL       // the application behind Gatehouse; nil: 404 outside /api2
 	Version     Version
+	// HostCookieOnly names the places that take only the __Host- ticket cookie and ignore the
+	// legacy one: "upstream" (the reverse proxy), "auth" (forward-auth), "pages" (proxyd's
+	// pages under /gatehouse/). /api2 always takes both. nil: both everywhere; proxyd's default
+	// is DefaultHostCookieOnly (upstream.go).
+	HostCookieOnly []string
 	// LoadKeys reads authkey.pub and csrf.key again; it is called when the keys generation
 	// moves (apid replaced a key), before the request that noticed it is checked. Optional.
 	LoadKeys func() (*ticket.Verifier, *ticket.CSRFKey, error)
@@ -142,6 +167,7 @@ type Server struct {
 	toApid   *httputil.ReverseProxy
 	upstream *httputil.ReverseProxy
 	mux      *http.ServeMux
+	hostOnly map[door]bool // doors that take only the __Host- cookie (Options.HostCookieOnly)
 
 	csrf    atomic.Pointer[ticket.CSRFKey]
 	keysMu  sync.Mutex    // serializes reloads
@@ -163,6 +189,10 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	hostOnly, err := hostOnlyDoors(o.HostCookieOnly)
+	if err != nil {
+		return nil, err
+	}
 	sock := o.ApidSocket
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -183,6 +213,7 @@ func New(o Options) (*Server, error) {
 		legacy: check.LegacyCookie(),
 		apid:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
 	}
+	s.hostOnly = hostOnly
 	s.csrf.Store(o.CSRF)
 	s.keysGen.Store(o.Generations.Load(shmem.Keys))
 	s.toApid = &httputil.ReverseProxy{
@@ -217,6 +248,10 @@ func New(o Options) (*Server, error) {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.RequestURI != "" && r.RequestURI[0] != '/' { // see the package comment
+		reply.Error(w, http.StatusBadRequest, "request target must be a path: absolute-form is for proxies")
+		return
+	}
 	forward.Strip(r.Header)
 	s.o.Metrics.serve(w, r, s.mux)
 }
@@ -300,8 +335,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, res authfail.Reser
 	s.deny(w, r)
 }
 
-// ticketCookie finds the ticket cookie: the HttpOnly one first, raw or percent-encoded.
+// ticketCookie finds the ticket cookie: the HttpOnly one first, raw or percent-encoded; the
+// legacy one only where r's door takes it (Options.HostCookieOnly).
 func (s *Server) ticketCookie(r *http.Request) credential.Cookie {
+	if s.hostOnly[cookieDoor(r)] {
+		return s.check.TicketCookie(r, s.cookie)
+	}
 	return s.check.TicketCookie(r, s.cookie, s.legacy)
 }
 

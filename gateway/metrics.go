@@ -175,7 +175,7 @@ func (m *Metrics) auth(meth authMethod, res authResult) {
 	}
 }
 
-// authError counts a failed check: a refusal (authFailure) is a failure; an internal error
+// authError counts a failed check: a refusal (credential.Failure) is a failure; an internal error
 // (500) is no attempt's result and is not counted.
 func (m *Metrics) authError(meth authMethod, err error) {
 	var af *credential.Failure

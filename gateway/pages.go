@@ -109,7 +109,7 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 			http.ServeFileFS(w, r, webFiles, "web/favicon.svg")
 		})
 	}
-	mux.HandleFunc("/gatehouse/auth", through(doorAuth, s.authed(s.forwardAuth)))
+	mux.HandleFunc("/gatehouse/auth", s.singleOriginal(through(doorAuth, s.authed(s.forwardAuth))))
 	mux.HandleFunc("/gatehouse/", func(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 	})
