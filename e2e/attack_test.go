@@ -134,10 +134,7 @@ func TestDeletedUserTicketsStayDead(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "dee@pbs", "dee-pass-1")
 	old := st.login(t, "dee@pbs", "dee-pass-1")
-	a := st.do(t, call{method: "POST", path: "/access/users/dee@pbs/token/ci", header: old.header(true)})
-	var tok struct{ Value string }
-	a.decode(t, &tok)
-	token := http.Header{"Authorization": {"PBSAPIToken=dee@pbs!ci:" + tok.Value}}
+	token := st.newToken(t, old, "ci")
 	if a := st.admin(t, call{method: "DELETE", path: "/access/users/dee@pbs"}); a.status != 200 {
 		t.Fatalf("deleting dee = %d %s", a.status, a.message)
 	}
@@ -175,9 +172,7 @@ func TestParallelGuesses(t *testing.T) {
 	st.enrolTOTP(t, st.login(t, "tia@pbs", "tia-pass-1"), "tia-pass-1", k, k.code(t, totpStep()))
 	tfaTicket, _ := st.tfaStep1(t, "tia@pbs", "tia-pass-1", nil)
 	pat := st.login(t, "pat@pbs", "pat-pass-1")
-	a := st.do(t, call{method: "POST", path: "/access/users/pat@pbs/token/ci", header: pat.header(true)})
-	var tok struct{ Value string }
-	a.decode(t, &tok)
+	patToken := st.newToken(t, pat, "ci")
 	wrongCodes := k.wrongCodes(t, totpStep(), 100)
 
 	parallel := func(n int, c func(i int) call) map[int]int {
@@ -249,7 +244,7 @@ func TestParallelGuesses(t *testing.T) {
 		if i%2 == 0 {
 			return call{method: "GET", path: "/version", header: from("203.0.113.5", pat.header(false))}
 		}
-		return call{method: "GET", path: "/version", header: from("203.0.113.5", http.Header{"Authorization": {"PBSAPIToken=pat@pbs!ci:" + tok.Value}})}
+		return call{method: "GET", path: "/version", header: from("203.0.113.5", patToken)}
 	})
 	if valid[200] != 100 {
 		t.Errorf("100 parallel valid requests: answers %v; want 100 × 200", valid)
@@ -331,10 +326,7 @@ func TestTokenCannotLogOut(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "tom@pbs", "tom-pass-1")
 	tom := st.login(t, "tom@pbs", "tom-pass-1")
-	a := st.do(t, call{method: "POST", path: "/access/users/tom@pbs/token/ci", header: tom.header(true)})
-	var tok struct{ Value string }
-	a.decode(t, &tok)
-	if a := st.do(t, call{method: "DELETE", path: "/access/ticket", header: http.Header{"Authorization": {"PBSAPIToken=tom@pbs!ci:" + tok.Value}}}); a.status != 403 {
+	if a := st.do(t, call{method: "DELETE", path: "/access/ticket", header: st.newToken(t, tom, "ci")}); a.status != 403 {
 		t.Errorf("logout with tom's token = %d %s; want 403", a.status, a.message)
 	}
 	if got := st.versionWith(t, tom.header(false)); got != 200 {

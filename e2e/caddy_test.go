@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -101,12 +100,5 @@ func TestCaddyForwardAuth(t *testing.T) {
 		}
 		oneIdentity(t, "through caddy", s, "lee@pbs", authid)
 	}
-	addr := strings.TrimPrefix(front, "http://")
-	p.websocketThrough(t, func() net.Conn {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn
-	}, addr, front)
+	p.websocketThroughFront(t, front)
 }

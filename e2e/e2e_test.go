@@ -326,10 +326,7 @@ func TestDisabledUser(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "erin@pbs", "erin-pass-1")
 	erin := st.login(t, "erin@pbs", "erin-pass-1")
-	a := st.do(t, call{method: "POST", path: "/access/users/erin@pbs/token/t1", header: erin.header(true)})
-	var tok struct{ Value string }
-	a.decode(t, &tok)
-	tokenHeader := http.Header{"Authorization": {"PBSAPIToken=erin@pbs!t1:" + tok.Value}}
+	tokenHeader := st.newToken(t, erin, "t1")
 	check := func(what string, s session, ticket, others int) {
 		t.Helper()
 		if got := st.do(t, call{method: "GET", path: "/version", header: s.header(false)}).status; got != ticket {

@@ -94,6 +94,19 @@ func startNginx(t *testing.T, proxyd, app, cert string) string {
 	return runFront(t, cmd, listen, syscall.SIGQUIT, filepath.Join(dir, "error.log"))
 }
 
+// websocketThroughFront runs websocketThrough against a front proxy's plain HTTP listener.
+func (p *proxied) websocketThroughFront(t *testing.T, front string) {
+	t.Helper()
+	addr := strings.TrimPrefix(front, "http://")
+	p.websocketThrough(t, func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}, addr, front)
+}
+
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -206,14 +219,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	}
 	// WebSockets pass (proxy_http_version 1.1, Upgrade and Connection), but nginx drops Upgrade
 	// from the auth_request subrequest: proxyd must see the handshake in what is left.
-	addr := strings.TrimPrefix(front, "http://")
-	p.websocketThrough(t, func() net.Conn {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn
-	}, addr, front)
+	p.websocketThroughFront(t, front)
 
 	// The login page and the login call go through nginx to proxyd; the HttpOnly cookie it
 	// sets then opens the app, and a POST with it needs the CSRF token or the page's origin.

@@ -418,6 +418,19 @@ func (st *stack) addUser(t *testing.T, user, password string) {
 	}
 }
 
+// newToken makes the API token name of s's user through proxyd, with s's session, and returns
+// the Authorization header that carries it.
+func (st *stack) newToken(t *testing.T, s session, name string) http.Header {
+	t.Helper()
+	a := st.do(t, call{method: "POST", path: "/access/users/" + s.user + "/token/" + name, header: s.header(true)})
+	var tok struct{ Value string }
+	a.decode(t, &tok)
+	if a.status != http.StatusOK || tok.Value == "" {
+		t.Fatalf("making token %s of %s = %d %s", name, s.user, a.status, a.message)
+	}
+	return http.Header{"Authorization": {"PBSAPIToken=" + s.user + "!" + name + ":" + tok.Value}}
+}
+
 // authLogLines returns the auth log's lines.
 func (st *stack) authLogLines(t *testing.T) []string {
 	t.Helper()
