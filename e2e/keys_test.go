@@ -39,6 +39,11 @@ func TestKeyRotation(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "rita@pbs", "rita-pass-1")
 	before := st.login(t, "rita@pbs", "rita-pass-1")
+	// A two-step login under way: its "!tfa!" ticket stands for a checked password.
+	st.addUser(t, "tim@pbs", "tim-pass-1")
+	timKey := newOTPKey(t)
+	st.enrolTOTP(t, st.login(t, "tim@pbs", "tim-pass-1"), "tim-pass-1", timKey, timKey.code(t, totpStep()))
+	timChallenge, _ := st.tfaStep1(t, "tim@pbs", "tim-pass-1", nil)
 	oldSigner, err := ticket.LoadSigner(st.dirs.AuthKey())
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +132,16 @@ func TestKeyRotation(t *testing.T) {
 	if lines := st.failLines(t, "root@pam"); len(lines) != 1 || !strings.HasSuffix(lines[0], "msg=ticket of a retired signing key cannot be renewed") {
 		t.Errorf("auth log for root@pam = %q; want the refused renewal", lines)
 	}
+	// The second step of a login begun before the rotation starts over: the retired key's
+	// "!tfa!" ticket is refused, a new one works.
+	if a := st.tfaStep2(t, "tim@pbs", timChallenge, "totp:"+timKey.code(t, totpStep()+1), nil); a.status != 401 {
+		t.Errorf("second step with the retired key's challenge ticket = %d; want 401", a.status)
+	}
+	if lines := st.failLines(t, "tim@pbs"); len(lines) != 1 || !strings.HasSuffix(lines[0], "msg=tfa challenge ticket of a retired signing key") {
+		t.Errorf("auth log for tim = %q; want the refused second step", lines)
+	}
+	timChallenge, _ = st.tfaStep1(t, "tim@pbs", "tim-pass-1", nil)
+	st.fullSession(t, st.tfaStep2(t, "tim@pbs", timChallenge, "totp:"+timKey.code(t, totpStep()+1), nil), "tim@pbs")
 	// A rotation that revokes the sessions ends all of them at once, in proxyd and for apid.
 	a = st.admin(t, call{method: "POST", path: "/keys/rotate", form: url.Values{"revoke-sessions": {"1"}}})
 	if a.status != 200 {
