@@ -21,11 +21,13 @@ package main
 //   - logout: two sessions log in (one through each proxyd), then one logs out through proxyd
 //     (DELETE /access/ticket), which revokes both; the tickets of earlier rounds stay in the set.
 //   - manual edit: token.shadow rewritten as an editor does (temp file in the same directory,
-//     renamed over it; no generation bump) with a new hash for the token. Only proxyd's Watch poll
-//     (tokenshadow.WatchInterval) sees it, so the old secret is accepted until then by design.
-//     Noticed = on every proxyd the new secret accepted and the old one refused (by a request
-//     started after the rename); target within 1 s. A stale accept is an old secret accepted by
-//     a proxyd after it had noticed.
+//     renamed over it; no generation bump) with a new hash for the token. A proxyd sees it at its
+//     Watch poll (tokenshadow.WatchInterval) or, sooner, at the first request with the new
+//     secret, which differs from the cached one and so is checked on the slow path, which reads
+//     the changed file; the clients send it from before the rename. Until then the old secret is
+//     accepted by design. Noticed = on every proxyd the new secret accepted and the old one
+//     refused (by a request started after the rename); target within 1 s. A stale accept is an
+//     old secret accepted by a proxyd after it had noticed.
 //
 // A stale accept is a 200 for a request that started after the change returned and carried a
 // credential the change ended. The delays are measured from the change's return (gatectl exit,

@@ -187,6 +187,7 @@ func TestSourceMetrics(t *testing.T) {
 		`gatehouse_ticket_cache_misses_total`:                      1,
 		`gatehouse_token_cache_hits_total`:                         1,
 		`gatehouse_token_cache_misses_total`:                       1,
+		`gatehouse_token_crypt_checks_total`:                       1,
 		`gatehouse_token_slow_paths_in_flight`:                     0,
 	}
 	got := gathered(t, reg)
