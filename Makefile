@@ -10,19 +10,20 @@ LOADTIME ?= 5s
 # Debian packages the build and tests need: command or file, then package. libpam0g-dev has the
 # PAM headers the pam realm is built against (cgo); openssl, mkpasswd (whois), oathtool and curl
 # (the demo's printed commands) are real peers; systemd-analyze checks the units; nginx
-# (auth_request) fronts proxyd in the forward-auth test; chromium (headless, driven by chromedp)
-# runs the browser tests: login page, cookie flags, cross-site POST, WebAuthn; zbarimg (zbar-tools)
-# reads the TOTP QR code the account page shows.
+# (auth_request) and caddy (forward_auth) front proxyd in the forward-auth tests, with the
+# README's configurations; chromium (headless, driven by chromedp) runs the browser tests: login
+# page, cookie flags, cross-site POST, WebAuthn; zbarimg (zbar-tools) reads the TOTP QR code the
+# account page shows.
 DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/security/pam_appl.h:libpam0g-dev gcc:gcc curl:curl \
-	systemd-analyze:systemd /usr/sbin/nginx:nginx chromium:chromium zbarimg:zbar-tools
+	systemd-analyze:systemd /usr/sbin/nginx:nginx caddy:caddy chromium:chromium zbarimg:zbar-tools
 # Every fuzz target: package and function (TestFuzzTargetsListed checks none is missing). The
 # two FuzzServe targets send whole requests to proxyd's and apid's handlers.
 FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
-	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies \
+	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies ./forward:FuzzInternal \
 	./authfail:FuzzSanitize ./authfail:FuzzFailLine ./authfail:FuzzClientAddr \
-	./gateway:FuzzParseTokenHeader ./gateway:FuzzDecodeCookie \
+	./credential:FuzzParseTokenHeader ./credential:FuzzDecode \
 	./tfa:FuzzParse ./tfa:FuzzParseResponse ./tfa:FuzzTOTPURI ./tfa:FuzzSplitChallenge \
 	./tfa:FuzzWebauthnLogin ./tfa:FuzzWebauthnRegistration ./gateway:FuzzServe ./authority:FuzzServe
 

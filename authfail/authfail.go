@@ -47,8 +47,15 @@
 // IPv6 (a client controls a whole /64). A client may fail Burst times in a row (default 10);
 // one failure is forgiven per Refill (default 6 s, so 10 a minute sustained). Allow reports
 // whether a client may try at all; it is a lookup under a mutex and does not allocate.
-// Successes refund nothing: that is simpler, and a guesser that also knows one valid
-// password gains nothing from it.
+//
+// A check reserves its failure before it runs (Reserve, under the same lock as the decision)
+// and gives it back when it succeeds (Reservation.Release), so that checks running at the
+// same time cannot pass the limit together: 100 parallel wrong passwords from one client get
+// Burst checks, not 93 of 100 (as they did when the failure was recorded after the check). A
+// client over its allowance only because of its own checks in flight waits for them to
+// settle instead of getting 429: parallel requests with valid credentials are never refused.
+// A success gives back its own reservation only, never earlier failures: a guesser that also
+// knows one valid password gains nothing from it.
 //
 // The count is a GCRA: each client has a time "paid off" (tat); a failure moves it to
 // max(tat, now) + Refill, and the client may try while tat - now <= (Burst-1) × Refill. Every
@@ -232,12 +239,61 @@ func (g *Guard) RetryAfter(ip netip.Addr, now time.Time) time.Duration {
 	return g.lim.retryAfter(keyOf(ip), g.lim.since(now))
 }
 
-// Fail records a failed authentication by client: it charges one failure to the client's
-// address and appends one line to the auth log (see the package comment). user is the user or
-// token id the client named ("" if none), reason says what failed. Both are sanitized. The
-// failure counts even when the log cannot be written; the error says why.
+// Fail records a failed authentication by client that had no reservation: it charges one
+// failure to the client's address and appends one line to the auth log (see the package
+// comment). user is the user or token id the client named ("" if none), reason says what
+// failed. Both are sanitized. The failure counts even when the log cannot be written; the
+// error says why.
 func (g *Guard) Fail(client netip.AddrPort, user, reason string, now time.Time) error {
 	g.lim.fail(keyOf(client.Addr()), g.lim.since(now))
+	return g.log(client, user, reason, now)
+}
+
+// Reservation is the failure Reserve charged before a check; Release or Fail ends it, exactly
+// once. The zero Reservation ends as a no-op (nothing was charged).
+type Reservation struct {
+	g    *Guard
+	c    *client
+	at   int64 // when it was made, on the limiter's clock
+	cost int64
+}
+
+// Reserve starts a credential check by the client at ip: it charges one failure before the
+// check, so that checks running at the same time cannot pass the limit together, and reports
+// false, charging nothing, when the client may not try (answer 429 without checking). While
+// the client is over its allowance only because of checks in flight, Reserve waits for them to
+// settle (or for ctx), since those that succeed give their charge back: parallel requests with
+// a valid credential are not refused, parallel guesses get at most the allowance of checks.
+// It does not allocate unless it waits.
+func (g *Guard) Reserve(ctx context.Context, ip netip.Addr, now time.Time) (Reservation, bool) {
+	t := g.lim.since(now)
+	c, cost, ok := g.lim.reserve(keyOf(ip), t, ctx.Done())
+	if !ok {
+		return Reservation{}, false
+	}
+	return Reservation{g, c, t, cost}, true
+}
+
+// Release ends a reservation whose check succeeded, or reached no verdict (a malformed
+// request, a server error): the charge is given back.
+func (r Reservation) Release() {
+	if r.g != nil {
+		r.g.lim.settle(r.c, r.at, r.cost, true)
+	}
+}
+
+// Fail ends a reservation whose check failed: the charge stays, and the auth log gets the line
+// Guard.Fail writes.
+func (r Reservation) Fail(client netip.AddrPort, user, reason string, now time.Time) error {
+	if r.g == nil {
+		return nil
+	}
+	r.g.lim.settle(r.c, r.at, r.cost, false)
+	return r.g.log(client, user, reason, now)
+}
+
+// log appends the line of a failed authentication to the auth log.
+func (g *Guard) log(client netip.AddrPort, user, reason string, now time.Time) error {
 	line := appendLine(make([]byte, 0, 192), now.In(g.loc), client, user, reason)
 	g.logMu.Lock()
 	defer g.logMu.Unlock()

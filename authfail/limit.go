@@ -37,9 +37,11 @@ type limiter struct {
 
 // client is one tracked client.
 type client struct {
-	key   key
-	tat   int64 // when its debt is paid off
-	index int   // position in the queue
+	key     key
+	tat     int64         // when its debt is paid off, reservations in flight included
+	index   int           // position in the queue
+	pending int           // reservations whose verdict is not in yet
+	settled chan struct{} // closed when one of them settles; nil until someone waits
 }
 
 func newLimiter(burst int, refill time.Duration, max int, epoch time.Time) *limiter {
@@ -80,6 +82,12 @@ func (l *limiter) retryAfter(k key, t int64) time.Duration {
 func (l *limiter) fail(k key, t int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.charge(l.track(k, t), t)
+}
+
+// track returns k's entry, made if needed, after dropping the clients paid off at t. Callers
+// hold l.mu.
+func (l *limiter) track(k key, t int64) *client {
 	for len(l.queue) > 0 && l.queue[0].tat <= t {
 		// Paid off: as good as never seen.
 		delete(l.clients, heap.Pop(&l.queue).(*client).key)
@@ -93,8 +101,73 @@ func (l *limiter) fail(k key, t int64) {
 		l.clients[k] = c
 		heap.Push(&l.queue, c)
 	}
-	c.tat = min(max(c.tat, t)+l.refill, t+l.maxDebt)
+	return c
+}
+
+// charge adds one failure to c at t and returns what it cost (a refill, less at the debt
+// cap). Callers hold l.mu.
+func (l *limiter) charge(c *client, t int64) int64 {
+	before := max(c.tat, t)
+	c.tat = min(before+l.refill, t+l.maxDebt)
 	heap.Fix(&l.queue, c.index)
+	return c.tat - before
+}
+
+// reserve charges k one failure at t if it may try now (see Guard.Reserve). While it may not
+// but has reservations in flight, it waits until one of them settles and tries again, since a
+// success gives its charge back; it gives up when done is closed.
+func (l *limiter) reserve(k key, t int64, done <-chan struct{}) (*client, int64, bool) {
+	l.mu.Lock()
+	for {
+		c := l.clients[k]
+		if c == nil || c.tat-t <= l.tol {
+			c = l.track(k, t)
+			cost := l.charge(c, t)
+			c.pending++
+			l.mu.Unlock()
+			return c, cost, true
+		}
+		if c.pending == 0 {
+			l.mu.Unlock()
+			return nil, 0, false
+		}
+		if c.settled == nil {
+			c.settled = make(chan struct{})
+		}
+		settled := c.settled
+		l.mu.Unlock()
+		select {
+		case <-settled:
+		case <-done:
+			return nil, 0, false
+		}
+		l.mu.Lock()
+	}
+}
+
+// settle ends a reservation of c made at time at: a success gives its cost back, a failure
+// keeps it. Waiters for c's reservations try again.
+func (l *limiter) settle(c *client, at, cost int64, success bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c.pending--
+	if success && l.clients[c.key] == c {
+		// Only while c is still tracked: a client dropped meanwhile had paid off (or was
+		// evicted), and its successor must not be credited.
+		c.tat -= cost
+		if c.pending == 0 && c.tat <= at {
+			// Paid off with nothing in flight, as a client that never failed: forget it now
+			// rather than at the next failure, so that successes do not fill the table.
+			heap.Remove(&l.queue, c.index)
+			delete(l.clients, c.key)
+		} else {
+			heap.Fix(&l.queue, c.index)
+		}
+	}
+	if c.settled != nil {
+		close(c.settled)
+		c.settled = nil
+	}
 }
 
 // debtQueue is a min-heap of clients on tat (container/heap).

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"gatehouse/forward"
 	"gatehouse/layout"
 	"gatehouse/lockfile"
 	"gatehouse/realm"
@@ -29,7 +28,7 @@ func newTestServer(t *testing.T) (*Server, layout.Dirs) {
 	return s, d
 }
 
-// as calls s as caller (forward.Authid), with a form body.
+// as calls s as caller, with a form body and the caller's own credential (withCredential).
 func as(t *testing.T, s *Server, caller, method, path string, form url.Values) (int, string) {
 	t.Helper()
 	var body *strings.Reader
@@ -42,8 +41,7 @@ func as(t *testing.T, s *Server, caller, method, path string, form url.Values) (
 	if form != nil {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	r.Header.Set(forward.Authid, caller)
-	r.Header.Set(forward.Rhost, "192.0.2.1")
+	withCredential(t, s, r, caller)
 	w := httptest.NewRecorder()
 	s.ServeHTTP(w, r)
 	return w.Code, w.Body.String()

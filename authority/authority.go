@@ -3,10 +3,13 @@
 //
 // It alone checks passwords (pbs realm: shadow.json; pam realm: PAM), signs tickets, writes
 // user.cfg, token.shadow, shadow.json and revocations.json (each under its lock, atomically,
-// bumping the matching generation). The caller's identity arrives in forward.Authid, set by
-// proxyd after it verified the ticket or token. A peer running as root or as apid's own user that
-// sends no client address (forward.Rhost, which proxyd always sets) is a local administrator
-// (gatectl) and acts as root@pam; any other caller without an identity may only create a ticket.
+// bumping the matching generation). It verifies the credential of every call itself (package
+// credential: the API token, or the ticket cookie and, unless the call is GET or HEAD, its CSRF
+// token), with its own caches, as PBS's privileged daemon does, and believes no identity that
+// proxyd names: a compromised proxyd can act only as users whose credentials it receives. A
+// call with no credential from a peer running as root or as apid's own user that sends no
+// client address (forward.Rhost, which proxyd always sets) is a local administrator (gatectl)
+// and acts as root@pam; any other caller without a credential may only create a ticket.
 //
 // # Permissions (minimal, as PBS's defaults)
 //
@@ -31,7 +34,8 @@
 // # Tickets
 //
 // A login with a correct password, or a renewal (the password is a valid, unrevoked ticket of
-// the same user), returns {"username", "ticket", "CSRFPreventionToken"} with a 2 h ticket,
+// the same user, signed by the current key: a retired key's ticket works as a session until
+// it expires but is never renewed), returns {"username", "ticket", "CSRFPreventionToken"} with a 2 h ticket,
 // stamped no earlier than the user's revocation time + 1 s. Logout and a password change
 // record a revocation time for the user, ending every older ticket in every process; a password
 // change hands the calling session a new ticket (forward.NewTicket) so it survives.
@@ -62,6 +66,7 @@ import (
 
 	"gatehouse/acl"
 	"gatehouse/authid"
+	"gatehouse/credential"
 	"gatehouse/forward"
 	"gatehouse/lockfile"
 	"gatehouse/peercred"
@@ -78,14 +83,14 @@ import (
 // Superuser is the user who manages everyone.
 const Superuser = "root@pam"
 
-// Options configure a Server. Every field is required except KeyFiles, Generations, Log and
-// Now; without KeyFiles and Generations, key rotation and Reload are refused.
+// Options configure a Server. Every field is required except KeyFiles, Log and Now; without
+// KeyFiles, key rotation and Reload are refused.
 type Options struct {
 	Prefix      string // ticket prefix; default "PBS"
 	Signer      *ticket.Signer
 	CSRF        *ticket.CSRFKey
 	KeyFiles    KeyFiles     // where Signer and CSRF came from, for rotation and Reload
-	Generations *shmem.Cache // the shared counters: status, and the keys bump after a rotation
+	Generations *shmem.Cache // the shared counters: the ticket cache, status, the keys bump after a rotation
 	Users       *users.Store
 	Tokens      *tokenshadow.Store
 	Realms      *realm.Realms
@@ -101,6 +106,8 @@ type Server struct {
 	o       Options
 	started time.Time
 	mux     *http.ServeMux
+	check   *credential.Checker // every call's credential (caller)
+	tickets *ticket.Cache       // check's verified tickets; its verifier follows keys.signer
 
 	keyMu sync.RWMutex // held for reading while signing, for writing while keys change
 	keys  keySet
@@ -108,7 +115,8 @@ type Server struct {
 
 // New checks o and returns a Server.
 func New(o Options) (*Server, error) {
-	if o.Signer == nil || o.CSRF == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil || o.Revocations == nil || o.TFA == nil || o.ACL == nil {
+	if o.Signer == nil || o.CSRF == nil || o.Generations == nil || o.Users == nil || o.Tokens == nil || o.Realms == nil ||
+		o.Revocations == nil || o.TFA == nil || o.ACL == nil {
 		return nil, errors.New("creating apid handler: a required option is missing")
 	}
 	if o.Prefix == "" {
@@ -120,7 +128,13 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Server{o: o, started: time.Now(), keys: keySet{signer: o.Signer, csrf: o.CSRF}}
+	s := &Server{o: o, started: time.Now(), keys: keySet{signer: o.Signer, csrf: o.CSRF}, tickets: ticket.NewCache(o.Signer.Public(), 0)}
+	var err error
+	s.check, err = credential.New(credential.Options{Prefix: o.Prefix, Tickets: s.tickets, Generations: o.Generations,
+		Tokens: o.Tokens, Users: o.Users, Revocations: o.Revocations})
+	if err != nil {
+		return nil, fmt.Errorf("creating apid handler: %w", err)
+	}
 	m := http.NewServeMux()
 	m.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
 	m.HandleFunc("DELETE /api2/json/access/ticket", s.caller(s.logout))
@@ -179,20 +193,24 @@ func (c who) may(target string) bool {
 	return !c.authid.IsToken() && (c.superuser() || c.userid() == target)
 }
 
-// caller resolves the identity proxyd forwarded, or root@pam for a root peer without one.
+// caller wraps h with the caller's authentication: apid verifies the credential of every call
+// itself (package credential), whoever forwarded it, so that a compromised proxyd can act only
+// as users whose credentials it receives. A call with no credential at all is a local
+// administrator (gatectl), acting as root@pam, only from a peer running as root or as apid's own
+// user that names no client address (forward.Rhost, which proxyd always sets); anything else
+// without a credential is 401. A refused credential is 401 with the reason for proxyd's auth
+// log (forward.Failure), like a failed login.
 func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(forward.Authid)
-		if id == "" {
-			// proxyd always names the client (forward.Rhost); a local administrator (gatectl,
-			// as root or as apid's own user in demo mode) does not.
-			if cred, ok := peercred.FromContext(r.Context()); ok && (cred.UID == 0 || cred.UID == uint32(os.Getuid())) &&
-				r.Header.Get(forward.Rhost) == "" {
-				id = Superuser
-			}
-		}
-		if id == "" {
-			reply.Error(w, http.StatusUnauthorized, "authentication required")
+		now := s.o.Now()
+		id, session, err := s.identify(r, now)
+		var f *credential.Failure
+		switch {
+		case errors.As(err, &f):
+			s.authFail(w, r, f.User, f.Reason)
+			return
+		case err != nil:
+			s.internal(w, err, "checking the caller's credential")
 			return
 		}
 		a, err := authid.Parse(id)
@@ -200,7 +218,7 @@ func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.Ha
 			reply.Error(w, http.StatusBadRequest, "bad caller identity")
 			return
 		}
-		c := who{authid: a, session: r.Header.Get(forward.Session)}
+		c := who{authid: a, session: session}
 		c.admin = c.rootPam()
 		if !c.admin {
 			if c.admin, err = s.o.ACL.Admin(a.String()); err != nil {
@@ -212,6 +230,40 @@ func (s *Server) caller(h func(http.ResponseWriter, *http.Request, who)) http.Ha
 		}
 		h(w, r, c)
 	}
+}
+
+// identify verifies r's credential: an API token, else a ticket cookie with, for a call that
+// is not GET or HEAD, its CSRF token (as proxyd requires under /api2). It returns the caller's
+// id and the cookie the ticket came in ("" for a token or a local administrator).
+func (s *Server) identify(r *http.Request, now time.Time) (id, session string, err error) {
+	if authz := r.Header.Get("Authorization"); authz != "" {
+		c, _, err := s.check.Token(authz, now)
+		return c.Authid, "", err
+	}
+	tk := s.check.TicketCookie(r, s.check.HostCookie(), s.check.LegacyCookie())
+	if tk.Value == "" {
+		if s.localAdmin(r) {
+			return Superuser, "", nil
+		}
+		return "", "", &credential.Failure{Reason: "no authentication credentials provided"}
+	}
+	c, _, err := s.check.Ticket(tk, now)
+	if err != nil {
+		return "", "", err
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if err := s.csrfKey().Check(r.Header.Get("CSRFPreventionToken"), c.Userid, now); err != nil {
+			return "", "", &credential.Failure{User: c.Userid, Reason: "missing or invalid CSRF prevention token"}
+		}
+	}
+	return c.Authid, c.Cookie, nil
+}
+
+// localAdmin reports whether r comes from a local administrator: a peer running as root or as
+// apid's own user (demo mode) that names no client address. proxyd always names one.
+func (s *Server) localAdmin(r *http.Request) bool {
+	cred, ok := peercred.FromContext(r.Context())
+	return ok && (cred.UID == 0 || cred.UID == uint32(os.Getuid())) && r.Header.Get(forward.Rhost) == ""
 }
 
 type ticketRequest struct {
@@ -235,12 +287,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	if req.Realm != "" && !strings.Contains(userid, "@") {
 		userid += "@" + req.Realm
 	}
-	fail := func(reason string) {
-		w.Header().Set(forward.Failure, reason)
-		w.Header().Set(forward.FailUser, userid)
-		s.o.Log.Info("authentication failure", "user", userid, "rhost", r.Header.Get(forward.Rhost), "msg", reason)
-		reply.Error(w, http.StatusUnauthorized, "authentication failure")
-	}
+	fail := func(reason string) { s.authFail(w, r, userid, reason) }
 	if _, err := authid.ParseUserid(userid); err != nil {
 		fail("invalid user name")
 		return
@@ -273,9 +320,15 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(req.Password, s.o.Prefix+":"):
 		renewal = true
-		tu, issued, err := s.verifier().VerifyUser(req.Password, s.o.Prefix, now)
+		// The current key only: a retired key, perhaps stolen, could backdate tickets that it
+		// still verifies; it must never turn them into tickets of the current key.
+		tu, issued, err := s.verifier().Current().VerifyUser(req.Password, s.o.Prefix, now)
 		if err != nil || tu != userid {
-			fail("invalid ticket")
+			reason := "invalid ticket"
+			if _, _, rerr := s.verifier().VerifyUser(req.Password, s.o.Prefix, now); err != nil && rerr == nil {
+				reason = "ticket of a retired signing key cannot be renewed"
+			}
+			fail(reason)
 			return
 		}
 		revoked, err := s.o.Revocations.Revoked(userid, issued)
@@ -353,7 +406,14 @@ func (s *Server) newTicket(userid string, now time.Time) (string, error) {
 	return s.keys.signer.SignUser(s.o.Prefix, userid, stamp)
 }
 
+// logout is DELETE /access/ticket: it ends every ticket of the caller's user (PBS's logout only
+// clears the cookie). An API token is refused (403): it has no session, and a token, kept apart
+// from its user's rights as in PBS, must not end the user's sessions.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, c who) {
+	if c.authid.IsToken() {
+		reply.Error(w, http.StatusForbidden, "API tokens have no session to end")
+		return
+	}
 	if err := s.o.Revocations.Revoke(c.userid(), s.o.Now()); err != nil {
 		s.internal(w, err, "revoking tickets")
 		return

@@ -9,14 +9,16 @@ import (
 	"strings"
 	"testing"
 
+	"gatehouse/authid"
 	"gatehouse/forward"
 	"gatehouse/layout"
 	"gatehouse/lockfile"
 )
 
 // FuzzServe sends apid's whole handler arbitrary request bodies and parameters, as proxyd
-// forwards them from a client: method, path, content type and body, from a verified caller
-// (the X-Gatehouse-Authid proxyd sets; root@pam is the administrator, empty is no caller). The
+// forwards them from a client: method, path, content type and body, with the credential of a
+// caller (withCredential: a ticket and CSRF token for a user, root@pam the administrator, a
+// secret for a token; empty is no caller). The
 // stores are real files in a temp dir and accumulate what earlier inputs created. apid must
 // answer without panicking and without a 500, which would mean bad input reached an internal
 // error. Inputs naming the pam realm are skipped: a real PAM conversation takes seconds per
@@ -51,6 +53,7 @@ func FuzzServe(f *testing.F) {
 	} {
 		f.Add(c[0], c[1], c[2], c[3], c[4])
 	}
+	tokens := map[string]bool{} // token ids whose secret withCredential has set
 	f.Fuzz(func(t *testing.T, caller, method, path, ctype, body string) {
 		if strings.Contains(strings.ToLower(path+body), "pam") {
 			t.Skip("a PAM conversation")
@@ -65,9 +68,19 @@ func FuzzServe(f *testing.F) {
 		if ctype != "" {
 			r.Header.Set("Content-Type", ctype)
 		}
-		if caller != "" {
-			r.Header.Set(forward.Authid, caller)
-			r.Header.Set(forward.Rhost, "192.0.2.1")
+		a, err := authid.Parse(caller)
+		switch {
+		case caller == "":
+			r.Header.Set(forward.Rhost, "192.0.2.1:40000")
+		case err != nil:
+			return // no credential names it
+		case a.IsToken() && !tokens[caller] && len(tokens) >= 16:
+			return // each new token id rewrites token.shadow: keep the file small
+		default:
+			if a.IsToken() {
+				tokens[caller] = true
+			}
+			withCredential(t, s, r, caller)
 		}
 		w := httptest.NewRecorder()
 		s.ServeHTTP(w, r)

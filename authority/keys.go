@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"gatehouse/params"
 	"gatehouse/reply"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
@@ -40,6 +41,12 @@ func (s *Server) signTFA(userid, challenge string, stamp time.Time) (string, err
 	s.keyMu.RLock()
 	defer s.keyMu.RUnlock()
 	return s.keys.signer.SignTFA(s.o.Prefix, userid, challenge, stamp)
+}
+
+func (s *Server) csrfKey() *ticket.CSRFKey {
+	s.keyMu.RLock()
+	defer s.keyMu.RUnlock()
+	return s.keys.csrf
 }
 
 func (s *Server) csrfToken(userid string, now time.Time) string {
@@ -75,6 +82,7 @@ func (s *Server) Reload() error {
 	}
 	changed := signer.Public().Fingerprint() != s.keys.signer.Public().Fingerprint() || !csrf.Equal(s.keys.csrf)
 	s.keys = keySet{signer: signer, csrf: csrf}
+	s.tickets.SetVerifier(signer.Public())
 	if changed {
 		s.o.Generations.Bump(shmem.Keys)
 	}
@@ -108,12 +116,24 @@ func showKey(v *ticket.Verifier, now time.Time) keyJSON {
 	return k
 }
 
-// rotateKeys is POST /keys/rotate (root only): a new Ed25519 signing key. Tickets signed with
-// the old key stay valid until they expire (2 h at most); see ticket.RotateKeys. Every proxyd
-// picks up the new public key through the keys generation before apid signs with the new key.
+// rotateKeys is POST /keys/rotate (administrators): a new Ed25519 signing key. Tickets signed
+// with the old key keep working as sessions until they expire (2 h at most) but are never
+// renewed (ticket.Verifier.Current); with revoke-sessions=1 the old keys are dropped and every
+// ticket issued before the rotation ends at once, everywhere (see ticket.RotateKeys). Every
+// proxyd picks up the new public key through the keys generation before apid signs with it.
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, c who) {
 	if !c.superuser() {
 		reply.Error(w, http.StatusForbidden, "only administrators may rotate the signing key")
+		return
+	}
+	p, err := readParams(w, r, "revoke-sessions")
+	if err != nil {
+		reply.Invalid(w, err)
+		return
+	}
+	revoke, err := params.Bool(p, "revoke-sessions")
+	if err != nil {
+		reply.Invalid(w, err)
 		return
 	}
 	f := s.o.KeyFiles
@@ -126,7 +146,7 @@ func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, c who) {
 	// Under the write lock no ticket is being signed, so every ticket the old key signed was
 	// stamped at or before now + retiredSkew.
 	now := s.o.Now()
-	signer, err := ticket.RotateKeys(f.Key, f.Pub, f.Retired, f.GID, now.Add(retiredSkew))
+	signer, err := ticket.RotateKeys(f.Key, f.Pub, f.Retired, f.GID, now.Add(retiredSkew), revoke)
 	if err != nil {
 		s.internal(w, err, "rotating keys")
 		return
@@ -134,7 +154,8 @@ func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, c who) {
 	s.o.Generations.Bump(shmem.Keys)
 	old := s.keys.signer.Public().Fingerprint()
 	s.keys.signer = signer
-	s.o.Log.Info("rotated ticket signing key", "old", old, "new", signer.Public().Fingerprint())
+	s.tickets.SetVerifier(signer.Public())
+	s.o.Log.Info("rotated ticket signing key", "old", old, "new", signer.Public().Fingerprint(), "revoke_sessions", revoke)
 	reply.Data(w, showKey(signer.Public(), now))
 }
 

@@ -72,8 +72,8 @@ func (s *Server) reauth(w http.ResponseWriter, r *http.Request, c who, password,
 
 // authFail answers 401 and hands proxyd the reason for its auth log.
 func (s *Server) authFail(w http.ResponseWriter, r *http.Request, userid, reason string) {
-	w.Header().Set(forward.Failure, reason)
-	w.Header().Set(forward.FailUser, userid)
+	forward.SetValue(w.Header(), forward.Failure, reason)
+	forward.SetValue(w.Header(), forward.FailUser, userid)
 	s.o.Log.Info("authentication failure", "user", userid, "rhost", r.Header.Get(forward.Rhost), "msg", reason)
 	reply.Error(w, http.StatusUnauthorized, "authentication failure")
 }
@@ -363,8 +363,12 @@ func (s *Server) setWebauthnConfig(w http.ResponseWriter, r *http.Request, c who
 // call, answer the password parameter ("totp:123456", ...). It returns the failure reason
 // for the auth log, or "" when the user passed.
 func (s *Server) secondStep(w http.ResponseWriter, userid, tfaTicket, answer string, now time.Time) (reason string, ok bool) {
-	challenge, issued, err := s.verifier().VerifyTFA(tfaTicket, s.o.Prefix, userid, now)
+	// The current key only, as for renewal: a "!tfa!" ticket stands for a checked password.
+	challenge, issued, err := s.verifier().Current().VerifyTFA(tfaTicket, s.o.Prefix, userid, now)
 	if err != nil {
+		if _, _, rerr := s.verifier().VerifyTFA(tfaTicket, s.o.Prefix, userid, now); rerr == nil {
+			return "tfa challenge ticket of a retired signing key", false
+		}
 		return "invalid tfa challenge ticket", false
 	}
 	revoked, err := s.o.Revocations.Revoked(userid, issued)

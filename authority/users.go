@@ -178,10 +178,25 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Error(w, http.StatusBadRequest, "user "+u.ID+" already exists")
 		return
 	}
+	if err == nil {
+		err = s.endEarlierSessions(u.ID)
+	}
 	s.answerUpdate(w, err, "creating user "+u.ID)
 }
 
 var errExists = errors.New("already exists")
+
+// endEarlierSessions revokes, once more, the tickets of an earlier user of id, made again just
+// now: deleteUser revoked them, but a login of that user in flight while it was deleted may
+// have signed one afterwards. An id with no revocation record had no such user (deletion
+// records one), and nothing is written for it.
+func (s *Server) endEarlierSessions(id string) error {
+	earlier, err := s.o.Revocations.Recorded(id)
+	if err != nil || !earlier {
+		return err
+	}
+	return s.o.Revocations.Revoke(id, s.o.Now())
+}
 
 // target reads the {userid} path value and checks that c may act on it.
 func (s *Server) target(w http.ResponseWriter, r *http.Request, c who) (string, bool) {
@@ -242,16 +257,28 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
 			return
 		}
 	}
+	now := s.o.Now()
+	endSessions := false
 	err = s.o.Users.Update(func(cfg *users.Config) error {
 		u, ok := cfg.User(id)
 		if !ok {
 			return users.ErrNoUser
 		}
+		wasActive := cfg.Active(id, now) == nil
 		if err := userFields(p, &u); err != nil {
 			return err
 		}
-		return cfg.SetUser(u)
+		if err := cfg.SetUser(u); err != nil {
+			return err
+		}
+		// Disabling (or expiring) a user ends its sessions for good, and so does enabling one
+		// that was not active: a ticket from before never works again.
+		endSessions = !wasActive || cfg.Active(id, now) != nil
+		return nil
 	})
+	if err == nil && endSessions {
+		err = s.o.Revocations.Revoke(id, now)
+	}
 	s.answerUpdate(w, err, "updating user "+id)
 }
 
@@ -291,7 +318,17 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, c who) {
 		s.internal(w, err, "reading users")
 		return
 	}
-	// Secrets first: a token stops working before its entry goes.
+	if _, ok := cfg.User(id); !ok {
+		reply.Error(w, http.StatusNotFound, "deleting user "+id+": not found")
+		return
+	}
+	// Sessions first, for good: the revocation time outlives the user, so a user created again
+	// under this id never gets these tickets back.
+	if err := s.o.Revocations.Revoke(id, s.o.Now()); err != nil {
+		s.internal(w, err, "revoking tickets of "+id)
+		return
+	}
+	// Then secrets: a token stops working before its entry goes.
 	for _, t := range cfg.Tokens(id) {
 		if err := s.o.Tokens.Delete(t.ID); err != nil && !errors.Is(err, tokenshadow.ErrNoToken) {
 			s.internal(w, err, "deleting token "+t.ID)

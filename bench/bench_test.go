@@ -80,7 +80,7 @@ func TestHarness(t *testing.T) {
 	defer flag.Set("test.benchtime", old)
 	const tokens = 5000
 	lo := &loadOptions{duration: 200 * time.Millisecond, clients: 4, proxyds: []int{1, 2}, tokens: tokens}
-	rep, err := run(config{sizes: []int{10, 100}, load: lo}, testWriter{t})
+	rep, err := run(config{sizes: []int{10, 100}, load: lo, timing: 20}, testWriter{t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +99,11 @@ func TestHarness(t *testing.T) {
 		t.Errorf("cached verify allocates %d times per op; want 0", rep.Targets.CachedAllocs)
 	}
 	checkLoad(t, rep, lo)
+	if rep.Timing == nil {
+		t.Error("token id timing not measured")
+	} else if err := checkTiming(rep.Timing); err != nil {
+		t.Errorf("token id timing: %v", err)
+	}
 	if rep.Targets.EndToEnd == nil || rep.Targets.EndToEnd.CachedTokenPct <= 0 {
 		t.Errorf("end-to-end target not measured: %+v", rep.Targets.EndToEnd)
 	}
@@ -115,7 +120,7 @@ func TestHarness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| 1 proxyd req/s |", "| 2 proxyd req/s |", rep.Machine.CPU, "cached verify"} {
+	for _, want := range []string{"| 1 proxyd req/s |", "| 2 proxyd req/s |", rep.Machine.CPU, "cached verify", "| no such token id |", "unknown id: p1..p99"} {
 		if !strings.Contains(string(doc), want) {
 			t.Errorf("report lacks %q:\n%s", want, doc)
 		}
@@ -166,11 +171,11 @@ func checkLoad(t *testing.T, rep *report, lo *loadOptions) {
 			}
 			req := uint64(r.Requests)
 			switch c.key {
-			case "token", "wrong-secret":
+			case "token":
 				if r.TokenCacheHits != req || r.TokenCacheMisses != 0 {
 					t.Errorf("%s: %d token cache hits, %d misses; want %d hits", name, r.TokenCacheHits, r.TokenCacheMisses, req)
 				}
-			case "token-uncached":
+			case "token-uncached", "wrong-secret": // a refusal is never a hit, even of a cached token
 				if r.TokenCacheHits != 0 || r.TokenCacheMisses != req {
 					t.Errorf("%s: %d token cache hits, %d misses; want %d misses", name, r.TokenCacheHits, r.TokenCacheMisses, req)
 				}

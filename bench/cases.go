@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -141,7 +142,11 @@ func cases(sizes []int) []benchCase {
 		{name: "verify, slow path, parallel", tokens: 10, parallel: true, run: benchSlowParallel},
 		{name: "verify, cached", tokens: 10, cached: 10, ratio: true, target: true, run: benchCached},
 		{name: "verify, cached, parallel", tokens: 10, cached: 10, parallel: true, ratio: true, run: benchCachedParallel},
-		{name: "verify, cached, wrong secret", tokens: 10, cached: 10, ratio: true, run: benchCachedWrong},
+		// Refusals, each to cost one crypt like the slow path (tokenshadow's package comment,
+		// Timing): slow/this near 1.
+		{name: "verify, refused: cached id, wrong secret", tokens: 10, cached: 10, ratio: true, run: benchCachedWrong},
+		{name: "verify, refused: uncached id, wrong secret", tokens: 10, cached: 10, ratio: true, run: benchUncachedWrong},
+		{name: "verify, refused: unknown id", tokens: 10, cached: 10, ratio: true, run: benchUnknown},
 	}
 	for _, n := range sizes {
 		cs = append(cs,
@@ -216,11 +221,31 @@ func benchCachedParallel(b *testing.B, f *fixture) {
 	})
 }
 
+// refusedSecret is the secret the refusal rows present.
+const refusedSecret = "00000000-0000-0000-0000-000000000000"
+
+// benchCachedWrong presents a wrong secret for a cached token: refused on the slow path.
 func benchCachedWrong(b *testing.B, f *fixture) {
-	id := f.ids[0]
+	refuse(b, f, f.ids[0], tokenshadow.ErrWrongSecret)
+}
+
+// benchUncachedWrong presents a wrong secret for a token not verified at the current
+// generation: the generation is bumped once first (the file is read again on the first call,
+// then reused), and a refusal caches nothing. The next row's warm-up caches the tokens again.
+func benchUncachedWrong(b *testing.B, f *fixture) {
+	f.gen.Bump(shmem.TokenShadow)
+	refuse(b, f, f.ids[0], tokenshadow.ErrWrongSecret)
+}
+
+// benchUnknown presents a secret for a well-formed id that has no token.
+func benchUnknown(b *testing.B, f *fixture) {
+	refuse(b, f, "bench@pbs!nosuch", tokenshadow.ErrNoToken)
+}
+
+func refuse(b *testing.B, f *fixture, id string, want error) {
 	for b.Loop() {
-		if f.store.Verify(id, "00000000-0000-0000-0000-000000000000") == nil {
-			b.Fatal("wrong secret accepted")
+		if err := f.store.Verify(id, refusedSecret); !errors.Is(err, want) {
+			b.Fatalf("Verify(%s, wrong secret) = %v; want %v", id, err, want)
 		}
 	}
 }

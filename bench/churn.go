@@ -15,16 +15,19 @@ package main
 //   - token remove: gatectl token remove, then token generate for the next round. Noticed = the
 //     removed secret refused by every proxyd.
 //   - user disable: gatectl user update --enable=false, then --enable for the next round; the
-//     clients send the user's token and a ticket. Both must be refused from the disable's return
-//     until the re-enable starts (a request still running when it starts may pass).
+//     clients send the user's token and a ticket (a new login each round: the disable ended the
+//     old one for good). Both must be refused from the disable's return until the re-enable
+//     starts (a request still running when it starts may pass).
 //   - logout: two sessions log in (one through each proxyd), then one logs out through proxyd
 //     (DELETE /access/ticket), which revokes both; the tickets of earlier rounds stay in the set.
 //   - manual edit: token.shadow rewritten as an editor does (temp file in the same directory,
-//     renamed over it; no generation bump) with a new hash for the token. Only proxyd's Watch poll
-//     (tokenshadow.WatchInterval) sees it, so the old secret is accepted until then by design.
-//     Noticed = on every proxyd the new secret accepted and the old one refused (by a request
-//     started after the rename); target within 1 s. A stale accept is an old secret accepted by
-//     a proxyd after it had noticed.
+//     renamed over it; no generation bump) with a new hash for the token. A proxyd sees it at its
+//     Watch poll (tokenshadow.WatchInterval) or, sooner, at the first request with the new
+//     secret, which differs from the cached one and so is checked on the slow path, which reads
+//     the changed file; the clients send it from before the rename. Until then the old secret is
+//     accepted by design. Noticed = on every proxyd the new secret accepted and the old one
+//     refused (by a request started after the rename); target within 1 s. A stale accept is an
+//     old secret accepted by a proxyd after it had noticed.
 //
 // A stale accept is a 200 for a request that started after the change returned and carried a
 // credential the change ended. The delays are measured from the change's return (gatectl exit,
@@ -482,15 +485,16 @@ func (r *churnRun) removals(n int) ([]change, error) {
 }
 
 // disables disables and enables the token's user n times; the clients send the token and a
-// ticket of the user.
+// ticket of the user, logged in each round: disabling ends the user's tickets for good, so a
+// ticket of an earlier round stays refused after the re-enable.
 func (r *churnRun) disables(n int) ([]change, error) {
 	user, _, _ := strings.Cut(r.tokenid, "!")
-	ticket, _, err := r.login(0)
-	if err != nil {
-		return nil, err
-	}
 	var out []change
 	for i := range n {
+		ticket, _, err := r.login(0)
+		if err != nil {
+			return out, err
+		}
 		// A new version each round: the refusal window of one round is not the next one's.
 		tok := r.newCred("Authorization", r.token.value)
 		tic := r.newCred("Cookie", ticket.value)

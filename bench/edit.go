@@ -2,15 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
+
+	"gatehouse/tokenshadow"
 )
 
 // measureEdit measures how long a manual edit of token.shadow (an editor's write of a new file
 // renamed over the old one, no generation bump) takes to be noticed by a Store running Watch
-// at its default interval: the time from the rename to the first accepted Verify of the new
-// secret. It returns the latency of each of runs edits.
+// at its default interval: the time from the rename to the first refused Verify of the old
+// secret, which the cache accepts until Watch drops it; the new secret must then be accepted.
+// (Presenting the new secret first would notice the edit at once: a secret that differs from
+// the cached one is checked on the slow path, which sees the changed file. Waiting for the old
+// one to be refused measures the poll, the bound when nobody uses the new secret yet.) It
+// returns the latency of each of runs edits.
 func measureEdit(runs int) ([]time.Duration, error) {
 	f, err := newFixture(1)
 	if err != nil {
@@ -35,13 +42,23 @@ func measureEdit(runs int) ([]time.Duration, error) {
 		}
 		start := time.Now()
 		deadline := start.Add(10 * time.Second)
-		for f.store.Verify(id, secrets[i]) != nil {
+		for {
+			err := f.store.Verify(id, f.secret)
+			if errors.Is(err, tokenshadow.ErrWrongSecret) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("edit %d: verifying the old secret: %w", i, err)
+			}
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("edit %d not noticed within 10s", i)
 			}
-			runtime.Gosched() // spin: the measurement wants the first moment it is accepted
+			runtime.Gosched() // spin: the measurement wants the first moment it is refused
 		}
 		out = append(out, time.Since(start))
+		if err := f.store.Verify(id, secrets[i]); err != nil {
+			return nil, fmt.Errorf("edit %d: the new secret after the edit was noticed: %w", i, err)
+		}
 		f.secret = secrets[i]
 	}
 	return out, nil

@@ -18,6 +18,12 @@
 // -report FILE rewrites the text between the report markers in FILE (README.md) with the
 // results, the machine and the command (report.go).
 //
+// A third, the token id timing table (timing.go, JSON "timing"; -timing 0 skips it,
+// -timing-only runs only it), measures what an attacker timing token ids sees: one client, one
+// request at a time, wrong secrets for a token in use, an unused token and an unknown id,
+// interleaved, against a proxyd with the failure guard relaxed; p1, p50, p99 and max of each,
+// and how well a latency threshold tells them apart.
+//
 // With -churn it measures only revocation under load (churn.go: token rotation, removal, user
 // disable, logout and manual edits against apid and 2 proxyd, counting stale accepts).
 //
@@ -67,6 +73,7 @@ type report struct {
 	Rows    []row         `json:"rows"`
 	Load    *loadReport   `json:"load,omitempty"`   // nil with -e2e=false
 	Churn   *churnReport  `json:"churn,omitempty"`  // nil with -churn=false
+	Timing  *timingReport `json:"timing,omitempty"` // nil with -e2e=false or -timing 0
 	Attack  *attackReport `json:"attack,omitempty"` // nil without -attack
 	Targets targets       `json:"targets"`
 }
@@ -106,6 +113,7 @@ type config struct {
 	sizes  []int          // token counts of the scaling rows
 	load   *loadOptions   // nil: no load table
 	churn  bool           // revocation under load (churn.go)
+	timing int            // token id timing rounds (timing.go); 0: none
 	attack *attackOptions // resource exhaustion (attack.go); nil: none
 }
 
@@ -134,6 +142,8 @@ func main() {
 	attackArgs := flag.String("attack-proxyd-args", "", "space-separated flags added to the attacked proxyd's (e.g. \"--max-conns-per-client 0\" to fill the global cap from one address)")
 	attackPhases := flag.String("attack-phases", "", "comma-separated attacks to run (default all): "+strings.Join([]string{phaseIdle, phaseSlow, phaseHeaders, phaseStreams}, ", "))
 	flag.IntVar(&ao.h2conns, "attack-h2-conns", 100, "HTTP/2 connections of slow-body streams the attacker opens")
+	timing := flag.Int("timing", 2000, "token id timing: requests of each kind (0 skips it; needs -e2e)")
+	timingOnly := flag.Bool("timing-only", false, "measure only the token id timing and print its table (or JSON)")
 	flag.Parse()
 	ao.proxydArgs = strings.Fields(*attackArgs)
 	if *attackPhases != "" {
@@ -156,6 +166,22 @@ func main() {
 				err = writeJSON(os.Stdout, rep)
 			} else {
 				rep.markdown(os.Stdout)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *timingOnly {
+		rep, err := runTiming(max(*timing, 1), os.Stderr)
+		if err == nil {
+			if *jsonOut {
+				err = writeJSON(os.Stdout, rep)
+			} else {
+				rep.markdown(os.Stdout)
+				err = checkTiming(rep)
 			}
 		}
 		if err != nil {
@@ -203,6 +229,7 @@ func main() {
 			fail(2, fmt.Errorf("-clients %d leaves some of %d proxyd without a client", *clients, slices.Max(proxyds)))
 		}
 		cfg.load = &loadOptions{duration: *duration, clients: *clients, proxyds: proxyds, tokens: *tokens}
+		cfg.timing = max(*timing, 0)
 	}
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
 		fail(2, err)
@@ -349,6 +376,11 @@ func run(cfg config, progress io.Writer) (*report, error) {
 		}
 		rep.Targets.EndToEnd = loadTargets(rep.Load)
 	}
+	if cfg.timing > 0 {
+		if rep.Timing, err = runTiming(cfg.timing, progress); err != nil {
+			return nil, fmt.Errorf("token id timing: %w", err)
+		}
+	}
 	if cfg.churn {
 		if rep.Churn, err = runChurn(progress, churnOptions{}); err != nil {
 			return nil, fmt.Errorf("revocation under load: %w", err)
@@ -408,6 +440,11 @@ func printTable(w io.Writer, rep *report) {
 		if t.EndToEnd != nil {
 			fmt.Fprintf(w, "\ntargets: cached token %.1f%% of no-auth with 1 proxyd (>= 90: %v)\n", t.EndToEnd.CachedTokenPct, yes(t.EndToEnd.MetCachedToken90))
 		}
+	}
+	if rep.Timing != nil {
+		fmt.Fprintln(w, "\ntoken id timing (one client, one request at a time, guard relaxed):")
+		fmt.Fprintln(w)
+		rep.Timing.markdown(w)
 	}
 	if rep.Churn != nil {
 		fmt.Fprintln(w)

@@ -26,7 +26,17 @@ type reportSection func(w io.Writer, rep *report)
 // reportSections are the report's parts in order; more (e.g. rotation under load) are added
 // here.
 func reportSections() []reportSection {
-	return []reportSection{reportHeader, reportLoad, reportChurn, reportAttack, reportVerify}
+	return []reportSection{reportHeader, reportLoad, reportTiming, reportChurn, reportAttack, reportVerify}
+}
+
+func reportTiming(w io.Writer, rep *report) {
+	if rep.Timing == nil {
+		fmt.Fprintln(w, "No token id timing in this run (-timing 0 or -e2e=false).")
+		return
+	}
+	fmt.Fprintf(w, "Token id timing (1 client, one keep-alive connection, one request at a time; proxyd with the failure guard relaxed; "+
+		"a fresh random secret each request; %d requests of each kind, interleaved in random order):\n\n", rep.Timing.Rounds)
+	rep.Timing.markdown(w)
 }
 
 func reportAttack(w io.Writer, rep *report) {

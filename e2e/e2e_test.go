@@ -319,36 +319,44 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+// TestDisabledUser: a disabled or expired user is refused everywhere at once; disabling (or
+// expiry) ends the user's sessions for good: after re-enabling, the user's tokens and password
+// work again, but no ticket from before does (before, the old sessions came back).
 func TestDisabledUser(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "erin@pbs", "erin-pass-1")
 	erin := st.login(t, "erin@pbs", "erin-pass-1")
-	a := st.do(t, call{method: "POST", path: "/access/users/erin@pbs/token/t1", header: erin.header(true)})
-	var tok struct{ Value string }
-	a.decode(t, &tok)
-	tokenHeader := http.Header{"Authorization": {"PBSAPIToken=erin@pbs!t1:" + tok.Value}}
-	check := func(want int) {
+	tokenHeader := st.newToken(t, erin, "t1")
+	check := func(what string, s session, ticket, others int) {
 		t.Helper()
-		if got := st.do(t, call{method: "GET", path: "/version", header: erin.header(false)}).status; got != want {
-			t.Errorf("ticket = %d; want %d", got, want)
+		if got := st.do(t, call{method: "GET", path: "/version", header: s.header(false)}).status; got != ticket {
+			t.Errorf("%s: ticket = %d; want %d", what, got, ticket)
 		}
-		if got := st.do(t, call{method: "GET", path: "/version", header: tokenHeader}).status; got != want {
-			t.Errorf("token = %d; want %d", got, want)
+		if got := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"erin@pbs"}, "password": {s.ticket}}}).status; got != ticket {
+			t.Errorf("%s: renewing the ticket = %d; want %d", what, got, ticket)
 		}
-		if got := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"erin@pbs"}, "password": {"erin-pass-1"}}}).status; got != want {
-			t.Errorf("login = %d; want %d", got, want)
+		if got := st.do(t, call{method: "GET", path: "/version", header: tokenHeader}).status; got != others {
+			t.Errorf("%s: token = %d; want %d", what, got, others)
+		}
+		if got := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"erin@pbs"}, "password": {"erin-pass-1"}}}).status; got != others {
+			t.Errorf("%s: login = %d; want %d", what, got, others)
 		}
 	}
-	check(200)
+	check("enabled", erin, 200, 200)
 	if a := st.admin(t, call{method: "PUT", path: "/access/users/erin@pbs", form: url.Values{"enable": {"0"}}}); a.status != 200 {
 		t.Fatalf("disabling = %d %s", a.status, a.message)
 	}
-	check(401)
+	check("disabled", erin, 401, 401)
 	past := time.Now().Add(-time.Minute).Unix()
 	st.admin(t, call{method: "PUT", path: "/access/users/erin@pbs", form: url.Values{"enable": {"1"}, "expire": {strconv.FormatInt(past, 10)}}})
-	check(401) // expired
+	check("expired", erin, 401, 401)
 	st.admin(t, call{method: "PUT", path: "/access/users/erin@pbs", form: url.Values{"expire": {"0"}}})
-	check(200)
+	check("enabled again, old session", erin, 401, 200)
+	erin = st.login(t, "erin@pbs", "erin-pass-1")
+	check("enabled again, new session", erin, 200, 200)
+	// A change that leaves an active user active (a comment) ends nothing.
+	st.admin(t, call{method: "PUT", path: "/access/users/erin@pbs", form: url.Values{"comment": {"still here"}}})
+	check("comment changed", erin, 200, 200)
 	// Only root@pam enables users.
 	if a := st.do(t, call{method: "PUT", path: "/access/users/erin@pbs", form: url.Values{"enable": {"0"}}, header: erin.header(true)}); a.status != 403 {
 		t.Errorf("erin disabling herself = %d; want 403", a.status)

@@ -503,6 +503,21 @@ func gatectlStatusAndKeys(t *testing.T, bin string) {
 	if !strings.HasPrefix(text, "algorithm:   Ed25519\nfingerprint: SHA256:") || strings.Count(text, "previous:    SHA256:") != 2 {
 		t.Errorf("key rotate (text) =\n%s", text)
 	}
+
+	// --revoke-sessions: no previous key is kept, every earlier ticket ends at once.
+	current := st.login(t, "kim@pbs", "kim-pass-1")
+	text = g.ok(t, "", "key", "rotate", "--revoke-sessions")
+	if strings.Contains(text, "previous:") || !strings.Contains(text, "sessions:    every ticket issued before the rotation is revoked") {
+		t.Errorf("key rotate --revoke-sessions =\n%s\nwant no previous key and the sessions line", text)
+	}
+	for name, s := range map[string]session{"a session of the key just replaced": current, "a session of an older key": before} {
+		if got := st.versionWith(t, s.header(false)); got != 401 {
+			t.Errorf("%s after key rotate --revoke-sessions = %d; want 401", name, got)
+		}
+	}
+	if got := st.versionWith(t, st.login(t, "kim@pbs", "kim-pass-1").header(false)); got != 200 {
+		t.Errorf("a new session after key rotate --revoke-sessions = %d; want 200", got)
+	}
 }
 
 // gatectlApidStopped stops a real apid: gatectl exits 3, and status still shows the

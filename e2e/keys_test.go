@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,12 +31,19 @@ type apidStatus struct {
 }
 
 // TestKeyRotation rotates the signing key through apid's API: tickets signed before keep
-// working in proxyd and for renewal until they expire, new tickets use the new key, and the
-// old private key can no longer mint tickets that proxyd accepts.
+// working in proxyd until they expire but are never renewed, new tickets use the new key, and
+// the old private key can no longer mint tickets that proxyd accepts as new. What a stolen old
+// key still can do (sign tickets dated before its retirement, which work until they expire)
+// becomes nothing once renewal refuses them and a rotation with revoke-sessions ends them.
 func TestKeyRotation(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "rita@pbs", "rita-pass-1")
 	before := st.login(t, "rita@pbs", "rita-pass-1")
+	// A two-step login under way: its "!tfa!" ticket stands for a checked password.
+	st.addUser(t, "tim@pbs", "tim-pass-1")
+	timKey := newOTPKey(t)
+	st.enrolTOTP(t, st.login(t, "tim@pbs", "tim-pass-1"), "tim-pass-1", timKey, timKey.code(t, totpStep()))
+	timChallenge, _ := st.tfaStep1(t, "tim@pbs", "tim-pass-1", nil)
 	oldSigner, err := ticket.LoadSigner(st.dirs.AuthKey())
 	if err != nil {
 		t.Fatal(err)
@@ -91,19 +99,71 @@ func TestKeyRotation(t *testing.T) {
 	if _, _, err := newPub.VerifyUser(after.ticket, "PBS", time.Now()); err != nil {
 		t.Errorf("a new login is not signed by the new key: %v", err)
 	}
-	for name, tk := range map[string]string{"old": before.ticket, "new": after.ticket} {
-		a := st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {"rita@pbs"}, "password": {tk}}})
-		if a.status != 200 {
-			t.Errorf("renewing the %s key's ticket = %d; want 200", name, a.status)
-		}
+	renew := func(user, tk string) int {
+		t.Helper()
+		return st.do(t, call{method: "POST", path: "/access/ticket", form: url.Values{"username": {user}, "password": {tk}}}).status
 	}
-	// The old private key, stolen, cannot make new tickets.
+	if got := renew("rita@pbs", after.ticket); got != 200 {
+		t.Errorf("renewing the new key's ticket = %d; want 200", got)
+	}
+	if got := renew("rita@pbs", before.ticket); got != 401 {
+		t.Errorf("renewing the old key's ticket = %d; want 401: a retired key never mints a ticket of the new one", got)
+	}
+	// The old private key, stolen, cannot make new tickets...
 	forged, err := oldSigner.SignUser("PBS", "rita@pbs", time.Now().Add(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := get(forged); got != 401 {
 		t.Errorf("ticket signed by the retired key after the rotation = %d; want 401", got)
+	}
+	// ...but it can backdate one, root@pam's too: that works as a session until it expires,
+	// and is never renewed into a ticket of the new key.
+	backdated, err := oldSigner.SignUser("PBS", "root@pam", time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(backdated); got != 200 {
+		t.Errorf("backdated ticket of the retired key = %d; want 200 until it expires (the bound the README states)", got)
+	}
+	if got := renew("root@pam", backdated); got != 401 {
+		t.Errorf("renewing a backdated ticket of the retired key = %d; want 401", got)
+	}
+	if lines := st.failLines(t, "root@pam"); len(lines) != 1 || !strings.HasSuffix(lines[0], "msg=ticket of a retired signing key cannot be renewed") {
+		t.Errorf("auth log for root@pam = %q; want the refused renewal", lines)
+	}
+	// The second step of a login begun before the rotation starts over: the retired key's
+	// "!tfa!" ticket is refused, a new one works.
+	if a := st.tfaStep2(t, "tim@pbs", timChallenge, "totp:"+timKey.code(t, totpStep()+1), nil); a.status != 401 {
+		t.Errorf("second step with the retired key's challenge ticket = %d; want 401", a.status)
+	}
+	if lines := st.failLines(t, "tim@pbs"); len(lines) != 1 || !strings.HasSuffix(lines[0], "msg=tfa challenge ticket of a retired signing key") {
+		t.Errorf("auth log for tim = %q; want the refused second step", lines)
+	}
+	timChallenge, _ = st.tfaStep1(t, "tim@pbs", "tim-pass-1", nil)
+	st.fullSession(t, st.tfaStep2(t, "tim@pbs", timChallenge, "totp:"+timKey.code(t, totpStep()+1), nil), "tim@pbs")
+	// A rotation that revokes the sessions ends all of them at once, in proxyd and for apid.
+	a = st.admin(t, call{method: "POST", path: "/keys/rotate", form: url.Values{"revoke-sessions": {"1"}}})
+	if a.status != 200 {
+		t.Fatalf("POST /keys/rotate revoke-sessions=1 = %d %s", a.status, a.message)
+	}
+	a.decode(t, &k)
+	if len(k.Previous) != 0 {
+		t.Errorf("rotation revoking sessions keeps %d previous keys; want 0", len(k.Previous))
+	}
+	for name, tk := range map[string]string{"from before the first rotation": before.ticket, "from between": after.ticket, "backdated by the stolen key": backdated} {
+		if got := get(tk); got != 401 {
+			t.Errorf("ticket %s, after revoke-sessions = %d; want 401", name, got)
+		}
+		if got := st.do(t, call{method: "PUT", path: "/access/users/rita@pbs", form: url.Values{"comment": {"x"}}, header: http.Header{"Cookie": {"PBSAuthCookie=" + tk}, "CSRFPreventionToken": {after.csrf}}}).status; got != 401 {
+			t.Errorf("ticket %s, a change after revoke-sessions = %d; want 401", name, got)
+		}
+	}
+	if got := get(st.login(t, "rita@pbs", "rita-pass-1").ticket); got != 200 {
+		t.Errorf("new login after revoke-sessions = %d; want 200", got)
+	}
+	if a := st.admin(t, call{method: "POST", path: "/keys/rotate", form: url.Values{"revoke-sessions": {"maybe"}}}); a.status != 400 {
+		t.Errorf("revoke-sessions=maybe = %d; want 400", a.status)
 	}
 	// proxyd does not offer the call.
 	if a := st.do(t, call{method: "POST", path: "/keys/rotate", header: after.header(true)}); a.status == 200 {

@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// nginxConf is the configuration the README gives, with test paths: nginx in front of the app
-// and of proxyd, asking proxyd's /gatehouse/auth about every app request (auth_request).
-const nginxConf = `{{user}}
+// nginxMain wraps the README's nginx configuration (readmeBlock "nginx": a map and a server,
+// as a file in Debian's /etc/nginx/sites-enabled/ holds them) in a main configuration with every
+// path under a temporary directory.
+const nginxMain = `{{user}}
 worker_processes 1;
 pid {{dir}}/nginx.pid;
 error_log {{dir}}/error.log info;
@@ -29,55 +30,48 @@ http {
     uwsgi_temp_path {{dir}}/uwsgi;
     scgi_temp_path {{dir}}/scgi;
 
-    server {
-        listen {{listen}};
-
-        # proxyd's own paths: the API (login) and the login page.
-        location /api2/ { include {{dir}}/to-proxyd.conf; proxy_pass https://{{proxyd}}; }
-        location /gatehouse/ { include {{dir}}/to-proxyd.conf; proxy_pass https://{{proxyd}}; }
-
-        location = /gatehouse-auth {
-            internal;
-            include {{dir}}/to-proxyd.conf;
-            proxy_pass https://{{proxyd}}/gatehouse/auth;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-        }
-
-        location / {
-            auth_request /gatehouse-auth;
-            auth_request_set $gatehouse_user $upstream_http_x_gatehouse_user;
-            auth_request_set $gatehouse_authid $upstream_http_x_gatehouse_authid;
-            auth_request_set $gatehouse_login $upstream_http_x_gatehouse_login;
-            proxy_set_header X-Gatehouse-User $gatehouse_user;
-            proxy_set_header X-Gatehouse-Authid $gatehouse_authid;
-            proxy_set_header Authorization "";
-            proxy_pass {{app}};
-            error_page 401 = @gatehouse_login;
-        }
-        location @gatehouse_login {
-            if ($gatehouse_login = "") { return 401; }
-            return 302 $gatehouse_login;
-        }
-    }
+{{readme}}
 }
 `
 
-// toProxyd is included wherever nginx talks to proxyd: verify its certificate, tell it the
-// client address (nginx's address is in proxyd's --trusted-proxies) and the original host.
-const toProxyd = `proxy_ssl_verify on;
-proxy_ssl_trusted_certificate {{cert}};
-proxy_ssl_name localhost;
-proxy_set_header Host $http_host;
-proxy_set_header X-Forwarded-Host $http_host;
-proxy_set_header X-Forwarded-Proto $scheme;
-proxy_set_header X-Forwarded-For $remote_addr;
-`
+// readmeBlock returns the README's one fenced code block in lang ("nginx", "caddy"): the front
+// proxy configurations the tests run are the README's, byte for byte but for what
+// readmeConfig replaces.
+func readmeBlock(t *testing.T, lang string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(string(b), "\n```"+lang+"\n")
+	if len(parts) != 2 {
+		t.Fatalf("README.md has %d ```%s blocks; want 1", len(parts)-1, lang)
+	}
+	block, _, ok := strings.Cut(parts[1], "\n```\n")
+	if !ok {
+		t.Fatalf("README.md: the ```%s block does not end", lang)
+	}
+	return block + "\n"
+}
 
-// startNginx runs Debian's nginx in the foreground with everything under a temporary
-// directory and returns its http://127.0.0.1:port. It is stopped at cleanup.
+// readmeConfig is the README's lang block with each old string replaced by its new one (test
+// listeners, addresses and paths); every old string must be there, so that a README edit
+// cannot leave the tests running something else.
+func readmeConfig(t *testing.T, lang string, oldnew ...string) string {
+	t.Helper()
+	text := readmeBlock(t, lang)
+	for i := 0; i < len(oldnew); i += 2 {
+		if !strings.Contains(text, oldnew[i]) {
+			t.Fatalf("README.md's %s configuration has no %q to replace", lang, oldnew[i])
+		}
+	}
+	return strings.NewReplacer(oldnew...).Replace(text)
+}
+
+// startNginx runs Debian's nginx in the foreground with the README's configuration (its TLS
+// listener replaced by a plain HTTP one on 127.0.0.1, proxyd's address, certificate and the
+// application's address by the test's) and everything else under a temporary directory, and
+// returns its http://127.0.0.1:port. It is stopped at cleanup.
 func startNginx(t *testing.T, proxyd, app, cert string) string {
 	t.Helper()
 	bin := "/usr/sbin/nginx" // not in a user's PATH
@@ -90,15 +84,27 @@ func startNginx(t *testing.T, proxyd, app, cert string) string {
 	if os.Getuid() == 0 {
 		user = "user root;" // the temp directory belongs to root
 	}
-	r := strings.NewReplacer("{{user}}", user, "{{dir}}", dir, "{{listen}}", listen, "{{proxyd}}", proxyd,
-		"{{app}}", app, "{{cert}}", cert)
-	for name, text := range map[string]string{"nginx.conf": nginxConf, "to-proxyd.conf": toProxyd} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(r.Replace(text)), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	server := readmeConfig(t, "nginx", "listen 443 ssl;  # ssl_certificate ...", "listen "+listen+";",
+		"127.0.0.1:8007", proxyd, "/etc/gatehouse/proxy.pem", cert, "http://127.0.0.1:8080", app)
+	conf := strings.NewReplacer("{{user}}", user, "{{dir}}", dir, "{{readme}}", server).Replace(nginxMain)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
 	return runFront(t, cmd, listen, syscall.SIGQUIT, filepath.Join(dir, "error.log"))
+}
+
+// websocketThroughFront runs websocketThrough against a front proxy's plain HTTP listener.
+func (p *proxied) websocketThroughFront(t *testing.T, front string) {
+	t.Helper()
+	addr := strings.TrimPrefix(front, "http://")
+	p.websocketThrough(t, func() net.Conn {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}, addr, front)
 }
 
 // freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
@@ -182,14 +188,38 @@ func TestNginxAuthRequest(t *testing.T) {
 		t.Fatalf("%d unauthenticated requests reached the app through nginx", n)
 	}
 
-	s := fetch(t, c, "GET", u, with(forged, "Authorization", p.token), "").seen(t, "token through nginx")
+	claims := with(forged, "Authorization", p.token, "X-Forwarded-For", "203.0.113.9", "X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "gopher")
+	s := fetch(t, c, "GET", u, claims, "").seen(t, "token through nginx")
 	if fmt.Sprint(s.User) != "[lee@pbs]" || fmt.Sprint(s.Authid) != "[lee@pbs!ci]" || s.Path != "/app/page" || s.Query != "x=1&y=2" || s.Authorization != "" {
-		t.Errorf("token through nginx: app saw %+v; want lee@pbs, lee@pbs!ci, /app/page?x=1&y=2, no Authorization", s)
+		t.Errorf("token through nginx: app saw user %v authid %v %s?%s Authorization sent %v; want lee@pbs, lee@pbs!ci, /app/page?x=1&y=2, no Authorization",
+			s.User, s.Authid, s.Path, s.Query, s.Authorization != "")
 	}
-	s = fetch(t, c, "GET", u, with(forged, "Cookie", "PBSAuthCookie="+p.lee.ticket), "").seen(t, "ticket through nginx")
+	if host := strings.TrimPrefix(front, "http://"); fmt.Sprint(s.Header.Values("X-Forwarded-For"), s.Header.Values("X-Forwarded-Host"), s.Header.Values("X-Forwarded-Proto")) != fmt.Sprint([]string{"127.0.0.1"}, []string{host}, []string{"http"}) {
+		t.Errorf("through nginx the app got X-Forwarded-For %q, -Host %q, -Proto %q; want nginx's: 127.0.0.1, %s, http",
+			s.Header.Values("X-Forwarded-For"), s.Header.Values("X-Forwarded-Host"), s.Header.Values("X-Forwarded-Proto"), host)
+	}
+	s = fetch(t, c, "GET", u, with(forged, "Cookie", "__Host-PBSAuthCookie="+p.httpTk), "").seen(t, "ticket through nginx")
 	if fmt.Sprint(s.User) != "[lee@pbs]" || fmt.Sprint(s.Authid) != "[lee@pbs]" {
 		t.Errorf("ticket through nginx: app saw user %v authid %v; want lee@pbs only", s.User, s.Authid)
 	}
+	before = p.app.hits.Load()
+	if r := fetch(t, c, "GET", u, http.Header{"Cookie": {"PBSAuthCookie=" + p.lee.ticket}}, ""); r.status != 401 || p.app.hits.Load() != before {
+		t.Errorf("the legacy cookie alone through nginx = %d; want 401 (proxyd's --host-cookie-only default), not the app", r.status)
+	}
+	// nginx drops headers with '_' in their name (underscores_in_headers off): a CGI-style app
+	// reads only the identity proxyd vouched for.
+	s = fetch(t, c, "GET", u, underscoreHeaders(http.Header{"Authorization": {p.token}}), "").seen(t, "headers with '_' through nginx")
+	oneIdentity(t, "through nginx", s, "lee@pbs", "lee@pbs!ci")
+	// Two X-Forwarded-Method headers reach proxyd as the client sent them: 400, which nginx's
+	// auth_request answers 500; the app never sees the request.
+	before = p.app.hits.Load()
+	r = fetch(t, c, "GET", u, http.Header{"Authorization": {p.token}, "X-Forwarded-Method": {"GET", "POST"}}, "")
+	if r.status != http.StatusInternalServerError || p.app.hits.Load() != before {
+		t.Errorf("two X-Forwarded-Method headers through nginx = %d; want 500, not the app", r.status)
+	}
+	// WebSockets pass (proxy_http_version 1.1, Upgrade and Connection), but nginx drops Upgrade
+	// from the auth_request subrequest: proxyd must see the handshake in what is left.
+	p.websocketThroughFront(t, front)
 
 	// The login page and the login call go through nginx to proxyd; the HttpOnly cookie it
 	// sets then opens the app, and a POST with it needs the CSRF token or the page's origin.

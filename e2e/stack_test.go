@@ -57,6 +57,8 @@ func TestMain(m *testing.M) {
 		err = readFiles(args)
 	case "hold-locks":
 		err = holdLocks(args)
+	case "apid-call":
+		err = apidCall(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -117,7 +119,7 @@ type options struct {
 	pamService string
 	upstream   string   // --upstream URL
 	apidArgs   []string // more apid flags
-	proxydArgs []string // more proxyd flags (after the others, so they win)
+	proxydArgs []string // more proxyd flags
 	// prepare, when set, runs once the directories are chosen and before apid starts (the
 	// config directory may not exist yet), e.g. to mount a file system there.
 	prepare func(t *testing.T, d layout.Dirs)
@@ -167,10 +169,11 @@ func start(t *testing.T, o options) *stack {
 	if burst == 0 {
 		burst = 1000
 	}
-	addr := st.run(t, "proxyd", st.split, append([]string{"--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
+	proxydArgs := []string{"--config-dir", st.dirs.Config, "--run-dir", st.dirs.Run,
 		"--listen", "127.0.0.1:0", "--auth-log", st.authLog, "--fail-delay", "-1s",
 		"--fail-burst", fmt.Sprint(burst), "--trusted-proxies", "127.0.0.1", "--upstream", o.upstream,
-		"--metrics-listen", "127.0.0.1:0"}, o.proxydArgs...)...)
+		"--metrics-listen", "127.0.0.1:0"}
+	addr := st.run(t, "proxyd", st.split, append(proxydArgs, o.proxydArgs...)...)
 	st.url = "https://" + addr + "/api2/json"
 	pem, err := os.ReadFile(st.dirs.ProxyCert())
 	if err != nil {
@@ -413,6 +416,19 @@ func (st *stack) addUser(t *testing.T, user, password string) {
 	if a := st.admin(t, call{method: "POST", path: "/access/users", form: url.Values{"userid": {user}, "password": {password}}}); a.status != 200 {
 		t.Fatalf("creating %s = %d %s %v", user, a.status, a.message, a.errors)
 	}
+}
+
+// newToken makes the API token name of s's user through proxyd, with s's session, and returns
+// the Authorization header that carries it.
+func (st *stack) newToken(t *testing.T, s session, name string) http.Header {
+	t.Helper()
+	a := st.do(t, call{method: "POST", path: "/access/users/" + s.user + "/token/" + name, header: s.header(true)})
+	var tok struct{ Value string }
+	a.decode(t, &tok)
+	if a.status != http.StatusOK || tok.Value == "" {
+		t.Fatalf("making token %s of %s = %d %s", name, s.user, a.status, a.message)
+	}
+	return http.Header{"Authorization": {"PBSAPIToken=" + s.user + "!" + name + ":" + tok.Value}}
 }
 
 // authLogLines returns the auth log's lines.

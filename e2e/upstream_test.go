@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,6 +35,28 @@ type seen struct {
 	Authorization, Cookie, CSRF string
 	XFF, XFH, XFP               string
 	Body                        string
+	// Every header as received, and the HTTP_* variables a CGI-style (WSGI) server would
+	// make of them (wsgiEnviron): X_Gatehouse_User and X-Gatehouse-User share one.
+	Header http.Header
+	WSGI   map[string]string
+}
+
+// wsgiEnviron is what Python's wsgiref (and CGI, and gunicorn alike) make of request headers:
+// the name upper-cased with '-' turned into '_', after "HTTP_"; the values of names that meet
+// joined with ','. Names are taken in sorted order, so the joined value is stable.
+func wsgiEnviron(h http.Header) map[string]string {
+	env := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
+		for _, v := range h[k] {
+			if prev, ok := env[key]; ok {
+				env[key] = prev + "," + strings.TrimSpace(v)
+			} else {
+				env[key] = strings.TrimSpace(v)
+			}
+		}
+	}
+	return env
 }
 
 func newApp(t *testing.T) *app {
@@ -65,7 +89,8 @@ func (a *app) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-User: %s\r\n\r\n", r.Header.Get("X-Gatehouse-User"))
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Seen-User: %s\r\n\r\n",
+			strings.Join(r.Header.Values("X-Gatehouse-User"), ","))
 		rw.Flush()
 		io.Copy(conn, rw) // echo until the client closes
 		return
@@ -83,6 +108,7 @@ func (a *app) serve(w http.ResponseWriter, r *http.Request) {
 		Authorization: r.Header.Get("Authorization"), Cookie: strings.Join(r.Header.Values("Cookie"), "|"),
 		CSRF: r.Header.Get("CSRFPreventionToken"), XFF: r.Header.Get("X-Forwarded-For"),
 		XFH: r.Header.Get("X-Forwarded-Host"), XFP: r.Header.Get("X-Forwarded-Proto"), Body: string(body),
+		Header: r.Header, WSGI: wsgiEnviron(r.Header),
 	}})
 }
 
@@ -144,6 +170,7 @@ type proxied struct {
 	browser http.Header
 }
 
+// startProxied starts a proxied stack; proxydArgs are more proxyd flags.
 func startProxied(t *testing.T, proxydArgs ...string) *proxied {
 	t.Helper()
 	a := newApp(t)
@@ -173,6 +200,16 @@ func startProxied(t *testing.T, proxydArgs ...string) *proxied {
 	return p
 }
 
+// replaced is h with each key's values replaced by the value after it.
+func replaced(h http.Header, kv ...string) http.Header {
+	out := h.Clone()
+	for i := 0; i+1 < len(kv); i += 2 {
+		out.Set(kv[i], kv[i+1])
+	}
+	return out
+}
+
+// with is h with each value after its key added.
 func with(h http.Header, kv ...string) http.Header {
 	out := h.Clone()
 	if out == nil {
@@ -198,8 +235,10 @@ func (p *proxied) authFails(t *testing.T) int {
 // TestReverseProxy: proxyd in front of a real application. What the application receives
 // (identity headers, no credentials, other cookies, X-Forwarded-*), what clients without
 // valid credentials get (browser: the login page; API: 401; bad ticket: 401 and an auth.log
-// line), the CSRF rule for cookie requests that change things, streaming, protocol upgrades,
-// and 502 when the application is down.
+// line), the CSRF rule for cookie requests that change things, streaming, protocol upgrades
+// (and cross-site WebSocket handshakes), what a client cannot smuggle to the application
+// (headers spelled with '_', its own forwarding claims, an absolute-form target), and 502 when
+// the application is down.
 func TestReverseProxy(t *testing.T) {
 	p := startProxied(t)
 	u := p.origin + "/app/page?x=1&y=2"
@@ -219,6 +258,7 @@ func TestReverseProxy(t *testing.T) {
 			// 127.0.0.1, this test, is a trusted proxy of this proxyd: its X-Forwarded-For is
 			// the client address, and the one the app gets.
 			Cookie: "theme=dark; sid=7", XFF: "203.0.113.9", XFH: host, XFP: "https"}
+		s.Header, s.WSGI = nil, nil // the subtests below look at these
 		if fmt.Sprint(s) != fmt.Sprint(want) {
 			t.Errorf("app saw %+v;\nwant %+v", s, want)
 		}
@@ -255,7 +295,7 @@ func TestReverseProxy(t *testing.T) {
 	})
 	t.Run("bad ticket", func(t *testing.T) {
 		before, hits := p.authFails(t), p.app.hits.Load()
-		bad := http.Header{"Cookie": {"PBSAuthCookie=PBS:lee@pbs:6B043829::forged"}}
+		bad := http.Header{"Cookie": {"__Host-PBSAuthCookie=PBS:lee@pbs:6B043829::forged"}}
 		if r := fetch(t, p.client, "GET", u, bad, ""); r.status != 401 {
 			t.Errorf("bad ticket = %d; want 401", r.status)
 		}
@@ -322,42 +362,67 @@ func TestReverseProxy(t *testing.T) {
 		}
 	})
 	t.Run("upgrade", func(t *testing.T) {
-		// handshake opens a WebSocket with the ticket cookie and the given Origin header.
-		handshake := func(origin string) (*http.Response, *bufio.Reader, net.Conn) {
-			t.Helper()
-			conn, err := tls.Dial("tcp", host, p.client.Transport.(*http.Transport).TLSClientConfig)
+		tlsConf := p.client.Transport.(*http.Transport).TLSClientConfig
+		p.websocketThrough(t, func() net.Conn {
+			conn, err := tls.Dial("tcp", host, tlsConf)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { conn.Close() })
-			conn.SetDeadline(time.Now().Add(30 * time.Second))
-			hdr := ""
-			if origin != "" {
-				hdr = "Origin: " + origin + "\r\n"
+			return conn
+		}, host, p.origin)
+	})
+	t.Run("underscore headers", func(t *testing.T) {
+		h := underscoreHeaders(http.Header{"Authorization": {p.token}})
+		s := fetch(t, p.client, "GET", u, h, "").seen(t, "GET with headers named with '_'")
+		oneIdentity(t, "proxyd in front", s, "lee@pbs", "lee@pbs!ci")
+		// proxyd's X-Forwarded-For: the trusted peer itself, this test, which sent none.
+		if got := s.WSGI["HTTP_X_FORWARDED_FOR"]; got != "127.0.0.1" {
+			t.Errorf("a WSGI application reads HTTP_X_FORWARDED_FOR %q; want 127.0.0.1", got)
+		}
+	})
+	t.Run("client's forwarding claims", func(t *testing.T) {
+		// What a front proxy would say about the request, said by the client itself.
+		claims := map[string]string{
+			"Forwarded": "for=192.0.2.1;host=evil.example;proto=http", "X-Real-Ip": "192.0.2.1",
+			"X-Forwarded-Port": "80", "X-Forwarded-Uri": "/admin", "X-Forwarded-Prefix": "/admin",
+			"X-Forwarded-Server": "evil.example", "X-Forwarded-Method": "DELETE", "X-Original-Uri": "/admin",
+			"X-Original-Method": "DELETE", "X-Http-Method-Override": "DELETE", "X-Http-Method": "DELETE",
+			"X-Method-Override": "DELETE", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http",
+		}
+		h := http.Header{"Authorization": {p.token}}
+		for k, v := range claims {
+			h.Set(k, v)
+		}
+		s := fetch(t, p.client, "GET", u, h, "").seen(t, "GET with forwarding claims")
+		for k := range claims {
+			if got := s.Header.Values(k); k != "X-Forwarded-Host" && k != "X-Forwarded-Proto" && len(got) > 0 {
+				t.Errorf("the app got the client's %s: %q; want none", k, got)
 			}
-			fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n%s"+
-				"Cookie: __Host-PBSAuthCookie=%s\r\nX-Gatehouse-User: root@pam\r\n\r\n", host, hdr, p.httpTk)
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
+		}
+		if fmt.Sprint(s.Header.Values("X-Forwarded-Host")) != "["+host+"]" || fmt.Sprint(s.Header.Values("X-Forwarded-Proto")) != "[https]" || s.Method != "GET" {
+			t.Errorf("the app got %s with X-Forwarded-Host %q, X-Forwarded-Proto %q; want GET, %s and https",
+				s.Method, s.Header.Values("X-Forwarded-Host"), s.Header.Values("X-Forwarded-Proto"), host)
+		}
+	})
+	t.Run("absolute-form target", func(t *testing.T) {
+		// GET https://evil.example/... makes net/http take the host from the target and drop
+		// the Host header: the app would see X-Forwarded-Host evil.example.
+		before := p.app.hits.Load()
+		tlsConf := p.client.Transport.(*http.Transport).TLSClientConfig
+		for _, target := range []string{"https://evil.example/app/page", "https://" + host + "/app/page", "http://" + host + "/app/page"} {
+			conn, err := tls.Dial("tcp", host, tlsConf)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return resp, br, conn
-		}
-		// A cross-site page may open a WebSocket with the victim's cookies: without the
-		// page's own Origin (or a CSRF token) the handshake is refused like a POST.
-		for _, origin := range []string{"", "https://evil.example"} {
-			if resp, _, _ := handshake(origin); resp.StatusCode != http.StatusUnauthorized {
-				t.Errorf("upgrade with Origin %q = %d; want 401", origin, resp.StatusCode)
+			resp, _ := rawRequest(t, conn, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\nAuthorization: "+p.token+"\r\n\r\n")
+			if resp.StatusCode != http.StatusBadRequest {
+				var out struct{ Data seen }
+				json.NewDecoder(resp.Body).Decode(&out)
+				t.Errorf("GET %s = %d (the app was told X-Forwarded-Host %q); want 400", target, resp.StatusCode, out.Data.XFH)
 			}
 		}
-		resp, br, conn := handshake("https://" + host)
-		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Seen-User") != "lee@pbs" {
-			t.Fatalf("upgrade = %d, app saw user %q; want 101 and lee@pbs", resp.StatusCode, resp.Header.Get("X-Seen-User"))
-		}
-		fmt.Fprint(conn, "ping\n")
-		if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
-			t.Errorf("echo through the upgraded connection = %q, %v", line, err)
+		if n := p.app.hits.Load() - before; n != 0 {
+			t.Errorf("%d absolute-form requests reached the app; want 0", n)
 		}
 	})
 	t.Run("login page", func(t *testing.T) {
@@ -419,6 +484,8 @@ func TestForwardAuth(t *testing.T) {
 	post.Set("X-Forwarded-Method", "POST")
 	noMethod := cookie.Clone()
 	noMethod.Del("X-Forwarded-Method")
+	// A WebSocket handshake as nginx's auth_request passes it: Upgrade and Connection are gone.
+	ws := with(cookie, "Sec-Websocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-Websocket-Version", "13")
 	for _, tt := range []struct {
 		name         string
 		h            http.Header
@@ -427,20 +494,31 @@ func TestForwardAuth(t *testing.T) {
 	}{
 		{"token", with(fwd, "Authorization", p.token, "X-Gatehouse-User", "root@pam"), 200, "lee@pbs", "lee@pbs!ci"},
 		{"ticket", with(cookie, "X-Gatehouse-Authid", "root@pam"), 200, "lee@pbs", "lee@pbs"},
-		{"legacy ticket, HEAD", with(fwd, "Cookie", "PBSAuthCookie="+p.lee.ticket, "X-Forwarded-Method", "HEAD"), 200, "lee@pbs", "lee@pbs"},
+		{"ticket, HEAD", replaced(cookie, "X-Forwarded-Method", "HEAD"), 200, "lee@pbs", "lee@pbs"},
 		{"forged identity only", with(fwd, "X-Gatehouse-User", "root@pam", "X-Gatehouse-Authid", "root@pam"), 401, "", ""},
-		{"bad ticket", with(fwd, "Cookie", "PBSAuthCookie=PBS:lee@pbs:6B043829::forged"), 401, "", ""},
+		{"forged identity with '_' only", underscoreHeaders(fwd), 401, "", ""},
+		{"bad ticket", with(fwd, "Cookie", "__Host-PBSAuthCookie=PBS:lee@pbs:6B043829::forged"), 401, "", ""},
 		{"POST, cookie alone", post, 401, "", ""},
 		{"POST, CSRF token", with(post, "CSRFPreventionToken", p.lee.csrf), 200, "lee@pbs", "lee@pbs"},
 		{"POST, same-origin fetch", with(post, "Sec-Fetch-Site", "same-origin"), 200, "lee@pbs", "lee@pbs"},
 		{"POST, the app's origin", with(post, "Origin", "https://app.example"), 200, "lee@pbs", "lee@pbs"},
 		{"POST, proxyd's origin", with(post, "Origin", p.origin), 401, "", ""},
-		{"POST, token", with(fwd, "Authorization", p.token, "X-Forwarded-Method", "POST"), 200, "lee@pbs", "lee@pbs!ci"},
+		{"POST, token", replaced(fwd, "Authorization", p.token, "X-Forwarded-Method", "POST"), 200, "lee@pbs", "lee@pbs!ci"},
 		{"no method header, cookie", noMethod, 401, "", ""},
 		// nginx sets X-Original-Method; a client adding X-Forwarded-Method: GET to its POST
 		// makes the two disagree, and a disagreement is unsafe.
-		{"POST with a spoofed GET header, cookie", with(post, "X-Forwarded-Method", "GET", "X-Original-Method", "POST"), 401, "", ""},
+		{"POST with a spoofed GET header, cookie", replaced(post, "X-Forwarded-Method", "GET", "X-Original-Method", "POST"), 401, "", ""},
 		{"both method headers GET, cookie", with(cookie, "X-Original-Method", "GET"), 200, "lee@pbs", "lee@pbs"},
+		{"GET, POST in one method header, cookie", replaced(cookie, "X-Forwarded-Method", "GET, POST"), 401, "", ""},
+		// A cross-site page may open a WebSocket with the victim's cookie; checked like a POST.
+		{"WebSocket from another site", with(ws, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "websocket"), 401, "", ""},
+		{"WebSocket from another site, no Fetch Metadata", with(ws, "Origin", "https://evil.example"), 401, "", ""},
+		{"WebSocket, no Origin", ws, 401, "", ""},
+		{"Sec-Fetch-Mode websocket alone, cross-site", with(cookie, "Sec-Fetch-Mode", "websocket", "Sec-Fetch-Site", "cross-site"), 401, "", ""},
+		{"WebSocket, cross-site with the app's Origin", with(ws, "Origin", "https://app.example", "Sec-Fetch-Site", "cross-site"), 401, "", ""},
+		{"WebSocket from the app's page", with(ws, "Origin", "https://app.example", "Sec-Fetch-Site", "same-origin", "Sec-Fetch-Mode", "websocket"), 200, "lee@pbs", "lee@pbs"},
+		{"WebSocket from the app's page, no Fetch Metadata", with(ws, "Origin", "https://app.example"), 200, "lee@pbs", "lee@pbs"},
+		{"WebSocket, token", with(fwd, "Authorization", p.token, "Sec-Websocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", "https://evil.example"), 200, "lee@pbs", "lee@pbs!ci"},
 	} {
 		for _, m := range []string{"GET", "POST"} { // the method of the auth call itself does not matter
 			r := fetch(t, p.client, m, auth, tt.h, "")
@@ -462,5 +540,198 @@ func TestForwardAuth(t *testing.T) {
 	}
 	if p.app.hits.Load() != 0 {
 		t.Errorf("forward-auth calls reached the app %d times", p.app.hits.Load())
+	}
+}
+
+// TestForwardAuthRepeated: a forward-auth request carrying one of the headers that describe the
+// original request more than once (the front proxy's and a client's, or two a client sent) is
+// refused with 400 and no body before its credentials are looked at, with one line in proxyd's
+// log; Header.Get would have believed whichever came first.
+func TestForwardAuthRepeated(t *testing.T) {
+	p := startProxied(t)
+	auth := p.origin + "/gatehouse/auth"
+	fwd := http.Header{"X-Forwarded-Method": {"GET"}, "X-Original-Method": {"GET"}, "X-Forwarded-Uri": {"/app/page"},
+		"X-Original-Uri": {"/app/page"}, "X-Forwarded-Host": {"app.example"}, "X-Forwarded-Proto": {"https"},
+		"Cookie": {"__Host-PBSAuthCookie=" + p.httpTk}}
+	if r := fetch(t, p.client, "GET", auth, fwd, ""); r.status != 200 {
+		t.Fatalf("every header once = %d; want 200", r.status)
+	}
+	fails := p.authFails(t)
+	cases := []struct{ name, value string }{
+		{"X-Forwarded-Method", "POST"}, // a POST the front proxy announced, plus the client's GET first
+		{"X-Forwarded-Method", "GET"},  // even the same value twice
+		{"X-Original-Method", "POST"},
+		{"X-Forwarded-Uri", "/other"},
+		{"X-Original-Uri", "/other"},
+		{"X-Forwarded-Host", "evil.example"},
+		{"X-Forwarded-Proto", "http"},
+	}
+	for i, tt := range cases {
+		h := with(fwd, tt.name, tt.value, "X-Forwarded-For", fmt.Sprintf("192.0.2.%d", i+1))
+		r := fetch(t, p.client, "GET", auth, h, "")
+		if r.status != http.StatusBadRequest || r.body != "" || r.header.Get("X-Gatehouse-User") != "" {
+			t.Errorf("%s twice (%q) = %d %q user %q; want 400, no body, no user", tt.name, h.Values(tt.name), r.status, r.body, r.header.Get("X-Gatehouse-User"))
+		}
+	}
+	// Each refusal is one line naming the header and the client; the lines are written before
+	// the answers, so once the last is there all are.
+	log := p.logs["proxyd"].waitFor(t, fmt.Sprintf("rhost=192.0.2.%d", len(cases)))
+	for i, tt := range cases {
+		var lines []string
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, fmt.Sprintf("rhost=192.0.2.%d", i+1)) {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 || !strings.Contains(lines[0], "refusing forward-auth request") || !strings.Contains(lines[0], "headers="+tt.name) {
+			t.Errorf("%s twice: proxyd logged %q; want one line refusing it, naming the header", tt.name, lines)
+		}
+	}
+	if n := p.authFails(t) - fails; n != 0 {
+		t.Errorf("refused forward-auth requests wrote %d auth.log lines; want 0 (no credential was checked)", n)
+	}
+}
+
+// TestHostCookieOnly: the legacy PBSAuthCookie, which a sibling subdomain can set for the
+// parent domain, is ignored by the reverse proxy and forward-auth unless --host-cookie-only
+// says otherwise; /api2 always takes it (PBS clients set it from script).
+func TestHostCookieOnly(t *testing.T) {
+	legacyOnly := func(p *proxied, h http.Header) http.Header {
+		return with(h, "Cookie", "PBSAuthCookie="+p.lee.ticket)
+	}
+	fwd := http.Header{"X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/app/page"}, "X-Forwarded-Host": {"app.example"}}
+	type want struct{ upstream, browser, auth, api, account, session int }
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		want  want
+	}{
+		{"default", nil, want{401, 303, 401, 200, 200, 200}},
+		{"legacy everywhere", []string{"--host-cookie-only="}, want{200, 200, 200, 200, 200, 200}},
+		{"pages too", []string{"--host-cookie-only=upstream, auth,pages"}, want{401, 303, 401, 200, 303, 401}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxied(t, tt.flags...)
+			before := p.app.hits.Load()
+			got := want{
+				upstream: fetch(t, p.client, "GET", p.origin+"/app/page", legacyOnly(p, nil), "").status,
+				auth:     fetch(t, p.client, "GET", p.origin+"/gatehouse/auth", legacyOnly(p, fwd), "").status,
+				api:      fetch(t, p.client, "GET", p.url+"/version", legacyOnly(p, nil), "").status,
+				account:  fetch(t, p.client, "GET", p.origin+"/gatehouse/account", legacyOnly(p, p.browser), "").status,
+				session:  fetch(t, p.client, "GET", p.origin+"/gatehouse/session", legacyOnly(p, nil), "").status,
+			}
+			br := fetch(t, p.client, "GET", p.origin+"/app/page", legacyOnly(p, p.browser), "")
+			got.browser = br.status
+			if got != tt.want {
+				t.Errorf("legacy cookie alone: %+v; want %+v", got, tt.want)
+			}
+			wantHits := int64(0) // the API client's GET and the browser's
+			if tt.want.upstream == 200 {
+				wantHits = 2
+			}
+			if p.app.hits.Load()-before != wantHits {
+				t.Errorf("%d requests with the legacy cookie alone reached the app; want %d", p.app.hits.Load()-before, wantHits)
+			}
+			// Refused, a browser goes to the login page as one without a cookie: no "expired",
+			// and the legacy cookie (perhaps another site's) is left alone.
+			if br.status == http.StatusSeeOther {
+				if loc := br.header.Get("Location"); loc != "/gatehouse/login?next=%2Fapp%2Fpage" || br.header.Get("Set-Cookie") != "" {
+					t.Errorf("browser with the legacy cookie alone: Location %q Set-Cookie %q; want the login page, no cookie change", loc, br.header.Get("Set-Cookie"))
+				}
+			}
+			// The HttpOnly cookie works everywhere.
+			if r := fetch(t, p.client, "GET", p.origin+"/app/page", http.Header{"Cookie": {"__Host-PBSAuthCookie=" + p.httpTk}}, ""); r.status != 200 {
+				t.Errorf("the __Host- cookie at the upstream = %d; want 200", r.status)
+			}
+		})
+	}
+}
+
+// rawRequest writes req, a whole HTTP/1.1 request, on conn and reads the answer's head; the
+// reader holds what follows (the body, or an upgraded connection's bytes). conn is closed at
+// cleanup.
+func rawRequest(t *testing.T, conn net.Conn, req string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, br
+}
+
+// websocketThrough opens WebSockets to the app's /ws through dial (proxyd, or a front proxy
+// serving host) with the HttpOnly ticket and a forged identity. A handshake a cross-site page
+// could make is refused before the app; one from origin's own page reaches the app as lee@pbs
+// (101) and echoes.
+func (p *proxied) websocketThrough(t *testing.T, dial func() net.Conn, host, origin string) {
+	t.Helper()
+	handshake := func(h http.Header) (*http.Response, *bufio.Reader, net.Conn) {
+		t.Helper()
+		var b strings.Builder
+		fmt.Fprintf(&b, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"+
+			"Cookie: __Host-PBSAuthCookie=%s\r\nX-Gatehouse-User: root@pam\r\n", host, p.httpTk)
+		h.Write(&b)
+		b.WriteString("\r\n")
+		conn := dial()
+		resp, br := rawRequest(t, conn, b.String())
+		return resp, br, conn
+	}
+	before := p.app.hits.Load()
+	for _, tt := range []struct {
+		name string
+		h    http.Header
+	}{
+		{"another site's page", http.Header{"Origin": {"https://evil.example"}, "Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"websocket"}}},
+		{"another site, no Fetch Metadata", http.Header{"Origin": {"https://evil.example"}}},
+		{"a sibling site", http.Header{"Origin": {"https://evil.example"}, "Sec-Fetch-Site": {"same-site"}, "Sec-Fetch-Mode": {"websocket"}}},
+		{"cross-site, the app's Origin", http.Header{"Origin": {origin}, "Sec-Fetch-Site": {"cross-site"}}},
+		{"no Origin", http.Header{}},
+	} {
+		if resp, _, _ := handshake(tt.h); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("WebSocket handshake, %s = %d; want 401", tt.name, resp.StatusCode)
+		}
+	}
+	if n := p.app.hits.Load() - before; n != 0 {
+		t.Errorf("%d cross-site WebSocket handshakes reached the app; want 0", n)
+	}
+	resp, br, conn := handshake(http.Header{"Origin": {origin}, "Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"websocket"}})
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Seen-User") != "lee@pbs" {
+		t.Fatalf("WebSocket handshake from %s = %d, app saw user %q; want 101 and lee@pbs", origin, resp.StatusCode, resp.Header.Get("X-Seen-User"))
+	}
+	fmt.Fprint(conn, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Errorf("echo through the upgraded connection = %q, %v", line, err)
+	}
+}
+
+// underscoreHeaders adds to h what a CGI-style application (WSGI, PHP, Rack) reads as
+// X-Gatehouse-User, X-Gatehouse-Authid and X-Forwarded-For: the names with '_' for '-'.
+func underscoreHeaders(h http.Header) http.Header {
+	out := h.Clone()
+	for _, k := range []string{"X_Gatehouse_User", "X-Gatehouse_User", "X_Gatehouse-User", "X_Gatehouse_Authid"} {
+		out[k] = []string{"root@pam"} // as sent: net/http's client writes the name as it is
+	}
+	out["X_Forwarded_For"] = []string{"198.51.100.1"}
+	return out
+}
+
+// oneIdentity fails the test unless a CGI-style application reads exactly the identity
+// proxyd vouched for from what the app received, and no header name with '_' arrived.
+func oneIdentity(t *testing.T, what string, s seen, user, authid string) {
+	t.Helper()
+	if u, a := s.WSGI["HTTP_X_GATEHOUSE_USER"], s.WSGI["HTTP_X_GATEHOUSE_AUTHID"]; u != user || a != authid {
+		t.Errorf("%s: a WSGI application reads HTTP_X_GATEHOUSE_USER %q, HTTP_X_GATEHOUSE_AUTHID %q; want %q, %q", what, u, a, user, authid)
+	}
+	for k := range s.Header {
+		if strings.Contains(k, "_") {
+			t.Errorf("%s: the app got header %s: %q; want no name with '_'", what, k, s.Header[k])
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	delay := fl.Duration("fail-delay", 3*time.Second, "how long a failed authentication's answer is held back (negative: none)")
 	prefix := fl.String("prefix", "PBS", "ticket and cookie product prefix")
 	metricsListen := fl.String("metrics-listen", DefaultMetricsListen, "loopback HTTP address of /metrics (empty: none)")
+	hostOnly := fl.String("host-cookie-only", DefaultHostCookieOnly, "comma-separated places that take only the __Host- ticket cookie, not the legacy <prefix>AuthCookie: upstream, auth, pages (empty: the legacy cookie everywhere; /api2 always takes it)")
 	tokenCache := fl.Bool("token-cache", true, "cache verified API token secrets; false makes every token check read token.shadow's state and run crypt (about 1 ms): a benchmark and debugging switch, never for production")
 	var lim Limits
 	lim.flags(fl)
@@ -125,7 +127,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	s, err := New(Options{
 		Prefix: *prefix, Tickets: tickets, Metrics: metrics, CSRF: csrf, Tokens: tokens, Users: us,
 		Revocations: rev, Generations: gen, Guard: guard, Trusted: tp, ApidSocket: d.Socket(), Upstream: up,
-		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log,
+		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log, HostCookieOnly: splitList(*hostOnly),
 		LoadKeys: func() (*ticket.Verifier, *ticket.CSRFKey, error) {
 			v, err := ticket.LoadKeyRing(d.AuthPub(), d.AuthRetired(), time.Now())
 			if err != nil {
@@ -211,4 +213,15 @@ func loadCertificate(certPath, keyPath string) (*tls.Certificate, error) {
 		return nil, fmt.Errorf("loading TLS certificate %s with key %s: %w", certPath, keyPath, err)
 	}
 	return &c, nil
+}
+
+// splitList splits a comma-separated flag value; blanks around names and empty names go.
+func splitList(v string) []string {
+	var out []string
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -4,16 +4,17 @@
 //
 // # Authentication, in order
 //
-//  1. An Authorization header "PBSAPIToken=<user@realm!name>:<secret>" (or with a space after
-//     PBSAPIToken): the secret is checked against token.shadow through this process's
-//     verified-secret cache (tokenshadow), and the token and its user must be enabled and not
-//     expired (user.cfg). No CSRF token is needed.
-//  2. A ticket cookie, "__Host-PBSAuthCookie" (HttpOnly flow) before "PBSAuthCookie" (legacy),
-//     raw or percent-encoded: the signature is checked through the verified-ticket cache
-//     (ticket.Cache), the 2 h lifetime on every request, the user must be active and the ticket
-//     not revoked (revocations.json). A request that is not GET or HEAD must also carry a valid
-//     "CSRFPreventionToken" header for that user; outside /api2 (reverse proxy, forward-auth) a
-//     same-origin browser request is accepted instead (see upstream.go).
+//  1. An Authorization header "PBSAPIToken=<user@realm!name>:<secret>": the API token, checked
+//     by package credential (token.shadow through this process's verified-secret cache; the
+//     token and its user enabled and not expired). No CSRF token is needed.
+//  2. A ticket cookie, "__Host-PBSAuthCookie" (HttpOnly flow) before "PBSAuthCookie" (legacy);
+//     the legacy one is ignored where Options.HostCookieOnly says (proxyd: --host-cookie-only,
+//     default the reverse proxy and forward-auth; /api2 always takes it), since a sibling
+//     subdomain can set it for the parent domain. The ticket is checked by package credential
+//     (signature through the verified-ticket cache, 2 h lifetime, user active, not revoked). A
+//     request that is not GET or HEAD must also carry a valid "CSRFPreventionToken" header for
+//     that user; outside /api2 (reverse proxy, forward-auth) a same-origin browser request is
+//     accepted instead (see upstream.go).
 //  3. Nothing: only the public calls (GET /api2/json/ping, POST /api2/json/access/ticket) and
 //     the login page (/gatehouse/login, /gatehouse/static/). The account page and the other
 //     web pages are pages.go's.
@@ -23,18 +24,25 @@
 // # Failures
 //
 // A client IP (the TCP peer, or X-Forwarded-For from a trusted proxy only) that has used up its
-// allowance of failures gets 429 before any credential is checked. Every failed authentication
-// writes one fail2ban line to the auth log, is held back by the configured delay and is answered
-// 401 with no detail. Unknown parameters are 400 (package params); bodies over 64 KiB are refused.
+// allowance of failures gets 429 before any credential is checked. Every check runs on a
+// failure reserved before it starts and given back when it succeeds (authfail.Guard.Reserve),
+// so parallel guesses get no more checks than the allowance: token, ticket, password and
+// second factor alike, and the current password apid checks for a password or second-factor
+// change. Every failed authentication writes one fail2ban line to the auth log, is held back
+// by the configured delay and is answered 401 with no detail. Unknown parameters are 400
+// (package params); bodies over 64 KiB are refused.
 //
 // # Forwarding
 //
 // A ticket request that a browser marks as cross-origin (Sec-Fetch-Site, else Origin) is
-// refused: no login CSRF. Ticket creation and renewal, logout and every /access call go to apid over its unix socket
-// with the verified caller in internal headers (package forward); proxyd never signs a ticket,
-// reads a private key or writes a file. proxyd turns apid's ticket answer into the HttpOnly
-// flow when asked (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly;
-// SameSite=Lax) and returns ticket-info instead of the ticket.
+// refused: no login CSRF. Ticket creation and renewal, logout and every /access call go to
+// apid over its unix socket with the caller's credential as the client sent it (the
+// Authorization header, or the ticket cookie and the CSRF token), which apid verifies again
+// itself: proxyd names no identity apid would believe (package forward carries only the client
+// address, and apid's failure reasons back). proxyd never signs a ticket, reads a private key
+// or writes a file. proxyd turns apid's ticket answer into the HttpOnly flow when asked
+// (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly; SameSite=Lax) and
+// returns ticket-info instead of the ticket.
 //
 // # Reverse proxy and forward-auth
 //
@@ -43,8 +51,13 @@
 // (user or token id) set, X-Forwarded-For (the client address proxyd believes), -Host and
 // -Proto (https) set, and the Authorization header, the CSRFPreventionToken header and the two
 // ticket cookies removed: the application never sees a credential. Every X-Gatehouse-* header a
-// client sends is removed before anything else (forward.Strip in ServeHTTP), so the
-// application may trust these two. Responses stream (FlushInterval -1) and upgrades
+// client sends, also spelled with '_' for '-', is removed before anything else (forward.Strip in
+// ServeHTTP), so the application may trust these two. On the way to the upstream proxyd also
+// removes every header with '_' in its name (a CGI-style application reads X_Forwarded_For as
+// X-Forwarded-For; nginx drops them by default), a client's own front-proxy claims (Forwarded,
+// X-Real-IP, X-Forwarded-Port, -Uri, -Prefix, -Server, -Method, X-Original-URI, -Method) and
+// method overrides (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override: the CSRF rule
+// judged the request's own method). Responses stream (FlushInterval -1) and upgrades
 // (WebSocket) pass; an unreachable upstream is 502 and one log line. A refused GET or HEAD that
 // accepts text/html is 303 to /gatehouse/login?next=<request URI>, anything else 401.
 //
@@ -52,15 +65,27 @@
 // it checks the credentials on the request itself and answers 200 with X-Gatehouse-User and
 // X-Gatehouse-Authid, or 401 with no body (plus X-Gatehouse-Login, the login URL, for a browser
 // navigation). The original method comes from X-Forwarded-Method (Caddy) or X-Original-Method
-// (nginx); without either the request counts as unsafe (fail closed).
+// (nginx); without either the request counts as unsafe (fail closed). A request carrying any of
+// X-Forwarded-Method, X-Original-Method, X-Forwarded-Uri, X-Original-URI, X-Forwarded-Host or
+// X-Forwarded-Proto more than once is 400 with no body and one log line, before credentials
+// are looked at: which value the front proxy set cannot be told.
 //
 // CSRF outside /api2: a ticket-authenticated request whose (original) method is not GET or HEAD
 // needs a valid CSRFPreventionToken or a same-origin browser request: Sec-Fetch-Site
-// "same-origin", or Origin equal to https://<Host> (forward-auth: <X-Forwarded-Proto or
-// https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these headers; anything
-// else is an authentication failure, logged and limited like the others. A WebSocket handshake
-// (GET with Upgrade) is checked like a POST. Forward-auth headers X-Forwarded-Method and
-// X-Original-Method that disagree make the method unsafe. API tokens need neither.
+// "same-origin", or, without Sec-Fetch-Site, Origin equal to https://<Host> (forward-auth:
+// <X-Forwarded-Proto or https>://<X-Forwarded-Host or Host>). A cross-site page cannot set these
+// headers; anything else is an authentication failure, logged and limited like the others. A
+// WebSocket handshake is checked like a POST: a GET with Upgrade, or, since nginx's
+// auth_request drops Upgrade, with Sec-WebSocket-Key, Sec-WebSocket-Version or
+// Sec-Fetch-Mode "websocket". Forward-auth headers X-Forwarded-Method and X-Original-Method
+// that disagree make the method unsafe. API tokens need neither.
+//
+// # Request targets
+//
+// Only origin-form targets ("/path?query") are served; an absolute-form one ("GET
+// https://host/path", which net/http would take the host from, ignoring Host) is 400. RFC 9112
+// says a server MUST accept it; proxyd is an origin server behind which the host a front proxy
+// routed by and the one the application is told must not differ, and no browser sends it there.
 //
 // # Limits
 //
@@ -97,13 +122,12 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"gatehouse/authfail"
-	"gatehouse/authid"
+	"gatehouse/credential"
 	"gatehouse/forward"
 	"gatehouse/params"
 	"gatehouse/reply"
@@ -135,6 +159,11 @@ type Options struct {
 	ApidSocket  string         // apid's unix socket
 	Upstream    *url.URL       // the application behind Gatehouse; nil: 404 outside /api2
 	Version     Version
+	// HostCookieOnly names the places that take only the __Host- ticket cookie and ignore the
+	// legacy one: "upstream" (the reverse proxy), "auth" (forward-auth), "pages" (proxyd's
+	// pages under /gatehouse/). /api2 always takes both. nil: both everywhere; proxyd's default
+	// is DefaultHostCookieOnly (upstream.go).
+	HostCookieOnly []string
 	// LoadKeys reads authkey.pub and csrf.key again; it is called when the keys generation
 	// moves (apid replaced a key), before the request that noticed it is checked. Optional.
 	LoadKeys func() (*ticket.Verifier, *ticket.CSRFKey, error)
@@ -146,13 +175,14 @@ type Options struct {
 // Server is the proxyd handler.
 type Server struct {
 	o        Options
+	check    *credential.Checker
 	cookie   string // __Host-<P>AuthCookie
 	legacy   string // <P>AuthCookie
-	scheme   string // <P>APIToken
 	apid     *http.Client
 	toApid   *httputil.ReverseProxy
 	upstream *httputil.ReverseProxy
 	mux      *http.ServeMux
+	hostOnly map[door]bool // doors that take only the __Host- cookie (Options.HostCookieOnly)
 
 	csrf    atomic.Pointer[ticket.CSRFKey]
 	keysMu  sync.Mutex    // serializes reloads
@@ -174,6 +204,10 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	hostOnly, err := hostOnlyDoors(o.HostCookieOnly)
+	if err != nil {
+		return nil, err
+	}
 	sock := o.ApidSocket
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -182,13 +216,19 @@ func New(o Options) (*Server, error) {
 		},
 		MaxIdleConnsPerHost: 64,
 	}
+	check, err := credential.New(credential.Options{Prefix: o.Prefix, Tickets: o.Tickets, Generations: o.Generations,
+		Tokens: o.Tokens, Users: o.Users, Revocations: o.Revocations})
+	if err != nil {
+		return nil, fmt.Errorf("creating gateway: %w", err)
+	}
 	s := &Server{
 		o:      o,
-		cookie: "__Host-" + o.Prefix + "AuthCookie",
-		legacy: o.Prefix + "AuthCookie",
-		scheme: o.Prefix + "APIToken",
+		check:  check,
+		cookie: check.HostCookie(),
+		legacy: check.LegacyCookie(),
 		apid:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
 	}
+	s.hostOnly = hostOnly
 	s.csrf.Store(o.CSRF)
 	s.keysGen.Store(o.Generations.Load(shmem.Keys))
 	s.toApid = &httputil.ReverseProxy{
@@ -223,15 +263,17 @@ func New(o Options) (*Server, error) {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.RequestURI != "" && r.RequestURI[0] != '/' { // see the package comment
+		reply.Error(w, http.StatusBadRequest, "request target must be a path: absolute-form is for proxies")
+		return
+	}
 	forward.Strip(r.Header)
 	s.o.Metrics.serve(w, r, s.mux)
 }
 
-// caller is a verified identity.
+// caller is a verified identity and the client address it came from.
 type caller struct {
-	authid string // user or token id
-	userid string
-	cookie string // the cookie name the ticket came in; "" for a token
+	credential.Caller
 	client netip.AddrPort
 }
 
@@ -242,21 +284,16 @@ func callerOf(r *http.Request) caller {
 	return c
 }
 
-// authFailure is a failed authentication: user is what the client claimed (for the log).
-type authFailure struct {
-	user, reason string
-}
-
-func (f *authFailure) Error() string { return "authentication failure: " + f.reason }
-
-// authed wraps h with authentication; see the package comment.
+// authed wraps h with authentication; see the package comment. The check runs on a failure
+// reserved in advance (authfail.Guard.Reserve) and given back once it succeeds, so that
+// parallel guesses get no more checks than the client's allowance.
 func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		now := s.o.Now()
 		client, _ := authfail.ClientAddr(r, s.o.Trusted)
 		authz := r.Header.Get("Authorization")
 		tk := s.ticketCookie(r)
-		if authz == "" && tk.value == "" {
+		if authz == "" && tk.Value == "" {
 			s.deny(w, r)
 			return
 		}
@@ -264,41 +301,47 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		if authz != "" {
 			method = methodToken
 		}
-		if !s.o.Guard.Allow(client.Addr(), now) {
+		res, ok := s.o.Guard.Reserve(r.Context(), client.Addr(), now)
+		if !ok {
 			s.o.Metrics.auth(method, resultRateLimited)
 			s.tooMany(w, client, now)
 			return
 		}
 		if !s.keysReady(w) {
+			res.Release()
 			return
 		}
-		var c caller
+		var c credential.Caller
 		var err error
 		if authz != "" {
-			c, err = s.checkToken(authz, now)
+			var hit bool
+			c, hit, err = s.check.Token(authz, now)
+			s.o.Metrics.tokenCache(hit)
 		} else {
 			c, err = s.checkTicket(r, tk, now)
 		}
 		if err != nil {
 			s.o.Metrics.authError(method, err)
-			s.fail(w, r, client, err, now)
+			s.fail(w, r, res, client, err, now)
 			return
 		}
+		res.Release()
 		s.o.Metrics.auth(method, resultSuccess)
-		c.client = client
-		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, caller{c, client})))
 	}
 }
 
-// fail logs, delays and answers a failed authentication.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrPort, err error, now time.Time) {
-	var af *authFailure
+// fail settles the reservation of a failed authentication: a refused credential keeps the
+// failure, is logged, delayed and denied; a server error gives it back and answers 500.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, res authfail.Reservation, client netip.AddrPort, err error, now time.Time) {
+	var af *credential.Failure
 	if !errors.As(err, &af) {
+		res.Release()
 		s.o.Log.Error("authenticating request", "err", err)
 		reply.Error(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	if lerr := s.o.Guard.Fail(client, af.user, af.reason, now); lerr != nil {
+	if lerr := res.Fail(client, af.User, af.Reason, now); lerr != nil {
 		s.o.Log.Error("writing auth log", "err", lerr)
 	}
 	if s.o.Guard.Wait(r.Context()) != nil {
@@ -307,60 +350,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, client netip.AddrP
 	s.deny(w, r)
 }
 
-// parseTokenHeader splits "<scheme>=<id>:<secret>" or "<scheme> <id>:<secret>". The id is a
-// valid token id (which cannot contain ':'); the secret is everything after the first ':'.
-func parseTokenHeader(scheme, authz string) (a authid.Authid, id, secret, reason string) {
-	rest, ok := strings.CutPrefix(authz, scheme)
-	if !ok || len(rest) == 0 || (rest[0] != '=' && rest[0] != ' ') {
-		return authid.Authid{}, "", "", "unsupported authorization scheme"
+// ticketCookie finds the ticket cookie: the HttpOnly one first, raw or percent-encoded; the
+// legacy one only where r's door takes it (Options.HostCookieOnly).
+func (s *Server) ticketCookie(r *http.Request) credential.Cookie {
+	if s.hostOnly[cookieDoor(r)] {
+		return s.check.TicketCookie(r, s.cookie)
 	}
-	id, secret, ok = strings.Cut(rest[1:], ":")
-	if !ok || secret == "" {
-		return authid.Authid{}, "", "", "malformed API token header"
-	}
-	a, err := authid.ParseToken(id)
-	if err != nil {
-		return authid.Authid{}, "", "", "malformed API token id"
-	}
-	return a, id, secret, ""
-}
-
-func (s *Server) checkToken(authz string, now time.Time) (caller, error) {
-	a, id, secret, reason := parseTokenHeader(s.scheme, authz)
-	if reason != "" {
-		return caller{}, &authFailure{"", reason}
-	}
-	hit, err := s.o.Tokens.VerifyHit(id, secret)
-	s.o.Metrics.tokenCache(hit)
-	if err != nil {
-		if errors.Is(err, tokenshadow.ErrNoToken) || errors.Is(err, tokenshadow.ErrWrongSecret) ||
-			errors.Is(err, tokenshadow.ErrSecretTooLong) {
-			return caller{}, &authFailure{id, "invalid API token"}
-		}
-		return caller{}, fmt.Errorf("verifying API token %s: %w", id, err)
-	}
-	cfg, err := s.o.Users.Config()
-	if err != nil {
-		return caller{}, err
-	}
-	if err := cfg.Active(id, now); err != nil {
-		return caller{}, &authFailure{id, "API token or its user is disabled, expired or unknown"}
-	}
-	return caller{authid: id, userid: a.Userid()}, nil
-}
-
-type cookieTicket struct{ name, value string }
-
-// ticketCookie finds the ticket cookie: the HttpOnly one first, raw or percent-encoded.
-func (s *Server) ticketCookie(r *http.Request) cookieTicket {
-	for _, name := range []string{s.cookie, s.legacy} {
-		ck, err := r.Cookie(name)
-		if err != nil || ck.Value == "" {
-			continue
-		}
-		return cookieTicket{name, decodeCookie(s.o.Prefix, ck.Value)}
-	}
-	return cookieTicket{}
+	return s.check.TicketCookie(r, s.cookie, s.legacy)
 }
 
 // reloadKeys loads authkey.pub and csrf.key again when the keys generation has moved since
@@ -427,52 +423,17 @@ func (s *Server) clearedCookie(name string) *http.Cookie {
 	return ck
 }
 
-// cookieSafe reports whether v can be a cookie value as it is (RFC 6265 cookie-octets; no
-// space or comma, which net/http would quote).
-func cookieSafe(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' || c == ',' {
-			return false
-		}
-	}
-	return true
-}
-
-// decodeCookie undoes the percent-encoding some clients apply to the ticket cookie; a raw
-// ticket ("PBS:...") is returned as it is.
-func decodeCookie(prefix, v string) string {
-	if !strings.HasPrefix(v, prefix+":") && strings.HasPrefix(v, prefix+"%3A") {
-		if u, err := url.PathUnescape(v); err == nil {
-			return u
-		}
-	}
-	return v
-}
-
-func (s *Server) checkTicket(r *http.Request, tk cookieTicket, now time.Time) (caller, error) {
-	userid, issued, hit, err := s.o.Tickets.VerifyUserHit(tk.value, s.o.Prefix, s.o.Generations.Load(shmem.Keys), now)
+// checkTicket verifies a ticket cookie and applies the CSRF rule of r's door.
+func (s *Server) checkTicket(r *http.Request, tk credential.Cookie, now time.Time) (credential.Caller, error) {
+	c, hit, err := s.check.Ticket(tk, now)
 	s.o.Metrics.ticketCache(hit)
 	if err != nil {
-		return caller{}, &authFailure{"", "invalid ticket"}
+		return credential.Caller{}, err
 	}
-	cfg, err := s.o.Users.Config()
-	if err != nil {
-		return caller{}, err
+	if err := s.checkCSRF(r, c.Userid, now); err != nil {
+		return credential.Caller{}, err
 	}
-	if err := cfg.Active(userid, now); err != nil {
-		return caller{}, &authFailure{userid, "user is disabled, expired or unknown"}
-	}
-	revoked, err := s.o.Revocations.Revoked(userid, issued)
-	if err != nil {
-		return caller{}, err
-	}
-	if revoked {
-		return caller{}, &authFailure{userid, "ticket was revoked"}
-	}
-	if err := s.checkCSRF(r, userid, now); err != nil {
-		return caller{}, err
-	}
-	return caller{authid: userid, userid: userid, cookie: tk.name}, nil
+	return c, nil
 }
 
 // tooMany answers 429 with the time until the client may try again.
@@ -491,24 +452,44 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	reply.Data(w, s.o.Version)
 }
 
-// forward sends an authenticated /access call to apid.
+// forward sends an authenticated /access call to apid with the caller's credential as it came
+// (the Authorization header, or the ticket cookie and the CSRF token): apid verifies it again
+// itself. Only the client address travels in an internal header. apid may check a secret of
+// its own (the current password a password or second-factor change needs), so the call runs
+// on a reserved failure too, kept when apid answers with an authentication failure.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
-	r.Header.Set(forward.Authid, c.authid)
-	r.Header.Set(forward.Rhost, c.client.String())
-	if c.cookie != "" {
-		r.Header.Set(forward.Session, c.cookie)
+	now := s.o.Now()
+	res, ok := s.o.Guard.Reserve(r.Context(), c.client.Addr(), now)
+	if !ok {
+		s.tooMany(w, c.client, now)
+		return
 	}
+	f := &forwarded{res: res}
+	r = r.WithContext(context.WithValue(r.Context(), forwardedKey{}, f))
+	r.Header.Set(forward.Rhost, c.client.String())
 	r.Body = http.MaxBytesReader(w, r.Body, params.MaxBody)
 	s.toApid.ServeHTTP(w, r)
+	if !f.settled {
+		f.res.Release() // apid down, or the answer never came
+	}
 }
 
-// fromApid inspects apid's answer before the client sees it: failures are logged, a new
-// ticket for the calling session becomes its cookie, internal headers go.
+// forwarded is a call to apid in flight: the failure reserved for it, settled once.
+type forwarded struct {
+	res     authfail.Reservation
+	settled bool
+}
+
+type forwardedKey struct{}
+
+// fromApid inspects apid's answer before the client sees it: an authentication failure keeps
+// the reserved failure and is logged, anything else gives it back; a new ticket for the calling
+// session becomes its cookie; internal headers go.
 func (s *Server) fromApid(resp *http.Response) error {
 	r := resp.Request
 	if nt := resp.Header.Get(forward.NewTicket); nt != "" {
-		if name := r.Header.Get(forward.Session); name != "" {
+		if name := callerOf(r).Cookie; name != "" {
 			resp.Header.Add("Set-Cookie", s.ticketCookieFor(name, nt).String())
 		}
 	}
@@ -517,10 +498,14 @@ func (s *Server) fromApid(resp *http.Response) error {
 			resp.Header.Add("Set-Cookie", s.clearedCookie(name).String())
 		}
 	}
-	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {
-		client, _ := netip.ParseAddrPort(r.Header.Get(forward.Rhost))
-		if err := s.o.Guard.Fail(client, resp.Header.Get(forward.FailUser), resp.Header.Get(forward.Failure), s.o.Now()); err != nil {
-			s.o.Log.Error("writing auth log", "err", err)
+	if f, _ := r.Context().Value(forwardedKey{}).(*forwarded); f != nil && !f.settled {
+		f.settled = true
+		if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(forward.Failure) != "" {
+			if err := f.res.Fail(callerOf(r).client, forward.Value(resp.Header, forward.FailUser), forward.Value(resp.Header, forward.Failure), s.o.Now()); err != nil {
+				s.o.Log.Error("writing auth log", "err", err)
+			}
+		} else {
+			f.res.Release()
 		}
 	}
 	forward.Strip(resp.Header)
@@ -534,12 +519,9 @@ func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
 
 // ticketCookieFor makes the cookie a ticket travels in. The HttpOnly one has the attributes
 // DESIGN.md gives; the legacy one is what the PBS web UI sets from script. A ticket holding
-// bytes a cookie value cannot carry (a user name may contain '"', ';', '\', ',' or non-ASCII
-// letters) travels percent-encoded, which decodeCookie undoes.
+// bytes a cookie value cannot carry travels percent-encoded (credential.Encode).
 func (s *Server) ticketCookieFor(name, value string) *http.Cookie {
-	if !cookieSafe(value) {
-		value = strings.ReplaceAll(url.PathEscape(value), ":", "%3A")
-	}
+	value = credential.Encode(value)
 	if name == s.cookie {
 		return &http.Cookie{Name: name, Value: value, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"gatehouse/connlimit"
+	"gatehouse/credential"
 	"gatehouse/params"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
@@ -123,7 +124,7 @@ func NewMetrics(reg prometheus.Registerer, src MetricSources) (*Metrics, error) 
 		keyReloads: reloads.WithLabelValues("keys"),
 		tokenHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_token_cache_hits_total",
-			Help: "API token checks answered from the verified-secret cache (accepted or refused).",
+			Help: "API token checks accepted from the verified-secret cache (a refusal is never a hit).",
 		}),
 		ticketHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_ticket_cache_hits_total",
@@ -146,8 +147,10 @@ func NewMetrics(reg prometheus.Registerer, src MetricSources) (*Metrics, error) 
 			func() float64 { return float64(f()) }))
 	}
 	if t := src.Tokens; t != nil {
-		counter("gatehouse_token_cache_misses_total", "API token checks that took the slow path (file read, crypt).", nil,
+		counter("gatehouse_token_cache_misses_total", "API token checks that took the slow path (file read, crypt): every refusal, and acceptances not cached.", nil,
 			func() uint64 { return t.Stats().Misses })
+		counter("gatehouse_token_crypt_checks_total", "crypt(3) verifications of API token secrets: one per slow path, an unknown token id's included.", nil,
+			func() uint64 { return t.Stats().Crypts })
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gatehouse_token_slow_paths_in_flight",
 			Help: "API token slow-path hash computations running now.",
@@ -197,10 +200,10 @@ func (m *Metrics) auth(meth authMethod, res authResult) {
 	}
 }
 
-// authError counts a failed check: a refusal (authFailure) is a failure; an internal error
+// authError counts a failed check: a refusal (credential.Failure) is a failure; an internal error
 // (500) is no attempt's result and is not counted.
 func (m *Metrics) authError(meth authMethod, err error) {
-	var af *authFailure
+	var af *credential.Failure
 	if errors.As(err, &af) {
 		m.auth(meth, resultFailure)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"gatehouse/credential"
 	"gatehouse/shmem"
 	"gatehouse/ticket"
 	"gatehouse/tokenshadow"
@@ -82,7 +83,7 @@ func TestAuthCounts(t *testing.T) {
 	}
 	m.auth(methodToken, resultSuccess)
 	m.auth(methodToken, resultSuccess)
-	m.authError(methodTicket, &authFailure{"a@pbs", "invalid ticket"})
+	m.authError(methodTicket, &credential.Failure{User: "a@pbs", Reason: "invalid ticket"})
 	m.authError(methodTicket, errors.New("reading user.cfg: disk on fire")) // a 500: not counted
 	m.ticketAnswer(methodPassword, http.StatusOK)
 	m.ticketAnswer(methodPassword, http.StatusUnauthorized)
@@ -116,7 +117,7 @@ func TestAuthCounts(t *testing.T) {
 	}
 	var nilM *Metrics // counts nothing, and does not crash
 	nilM.auth(methodToken, resultSuccess)
-	nilM.authError(methodToken, &authFailure{})
+	nilM.authError(methodToken, &credential.Failure{})
 	nilM.ticketAnswer(methodPassword, 200)
 	nilM.ticketRateLimited("PBS", r)
 	nilM.keysReloaded()
@@ -186,6 +187,7 @@ func TestSourceMetrics(t *testing.T) {
 		`gatehouse_ticket_cache_misses_total`:                      1,
 		`gatehouse_token_cache_hits_total`:                         1,
 		`gatehouse_token_cache_misses_total`:                       1,
+		`gatehouse_token_crypt_checks_total`:                       1,
 		`gatehouse_token_slow_paths_in_flight`:                     0,
 	}
 	got := gathered(t, reg)

@@ -16,8 +16,8 @@ package gateway
 //     PBS API under /api2/json, with the CSRF token.
 //   - /gatehouse/session: whether the browser's cookie is a working session, with a fresh CSRF
 //     token; the pages ask it after a 401 (expired, or a wrong current password?) and before a
-//     change when their CSRF token is over an hour old. Its refusals are not counted as
-//     authentication failures.
+//     change when their CSRF token is over an hour old. A cookie that is no session is a
+//     failed authentication (counted and logged) whose answer is not delayed.
 //   - /gatehouse/totp: a new TOTP secret for the signed-in user, its otpauth URI and its QR code
 //     (PNG, base64), for the account page to show. Nothing is stored: apid stores the URI when
 //     the user proves it with a code.
@@ -42,6 +42,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"gatehouse/authfail"
+	"gatehouse/credential"
 	"gatehouse/reply"
 )
 
@@ -83,12 +84,12 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+AccountPath, through(doorPage, s.authed(func(w http.ResponseWriter, r *http.Request) {
 		c := callerOf(r)
-		if c.cookie == "" { // an API token: the page works with the session cookie only
+		if c.Cookie == "" { // an API token: the page works with the session cookie only
 			http.Redirect(w, r, loginURL(AccountPath, false), http.StatusSeeOther)
 			return
 		}
-		realm := c.userid[strings.LastIndexByte(c.userid, '@')+1:]
-		s.page(w, account, struct{ User, Realm, CSRF string }{c.userid, realm, s.csrf.Load().Token(c.userid, s.o.Now())})
+		realm := c.Userid[strings.LastIndexByte(c.Userid, '@')+1:]
+		s.page(w, account, struct{ User, Realm, CSRF string }{c.Userid, realm, s.csrf.Load().Token(c.Userid, s.o.Now())})
 	})))
 	mux.HandleFunc("GET /gatehouse/totp", s.authed(s.newTOTP))
 	mux.HandleFunc("GET /gatehouse/session", s.session)
@@ -108,7 +109,7 @@ func (s *Server) routeGatehouse(mux *http.ServeMux) {
 			http.ServeFileFS(w, r, webFiles, "web/favicon.svg")
 		})
 	}
-	mux.HandleFunc("/gatehouse/auth", through(doorAuth, s.authed(s.forwardAuth)))
+	mux.HandleFunc("/gatehouse/auth", s.singleOriginal(through(doorAuth, s.authed(s.forwardAuth))))
 	mux.HandleFunc("/gatehouse/", func(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 	})
@@ -125,34 +126,42 @@ func (s *Server) home() string {
 
 // session is GET /gatehouse/session: whether the browser's ticket cookie is a working session,
 // for the pages' scripts, as 200 {"username", "CSRFPreventionToken"} (a fresh token) or 401.
-// Nothing is guessed here (the cookie is the browser's own, and tickets are signed), so a 401
-// is neither logged nor delayed; a client over its failure allowance still gets 429.
+// A cookie that does not work is a failed authentication like any other (a failure reserved
+// before the check and kept, an auth.log line), but its answer is not delayed: the pages ask
+// after a 401 to tell an ended session from a wrong current password. No cookie is no attempt.
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	now := s.o.Now()
 	client, _ := authfail.ClientAddr(r, s.o.Trusted)
-	if !s.o.Guard.Allow(client.Addr(), now) {
+	w.Header().Set("Cache-Control", "no-store")
+	tk := s.ticketCookie(r)
+	if tk.Value == "" {
+		reply.Error(w, http.StatusUnauthorized, "no session")
+		return
+	}
+	res, ok := s.o.Guard.Reserve(r.Context(), client.Addr(), now)
+	if !ok {
 		s.tooMany(w, client, now)
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	tk := s.ticketCookie(r)
-	if tk.value == "" {
-		reply.Error(w, http.StatusUnauthorized, "no session")
-		return
-	}
 	if !s.keysReady(w) {
+		res.Release()
 		return
 	}
 	c, err := s.checkTicket(r, tk, now) // a GET: no CSRF check
-	var af *authFailure
+	var af *credential.Failure
 	switch {
 	case errors.As(err, &af):
+		if lerr := res.Fail(client, af.User, af.Reason, now); lerr != nil {
+			s.o.Log.Error("writing auth log", "err", lerr)
+		}
 		reply.Error(w, http.StatusUnauthorized, "no session")
 	case err != nil:
+		res.Release()
 		s.o.Log.Error("checking a session", "err", err)
 		reply.Error(w, http.StatusInternalServerError, "internal error")
 	default:
-		reply.Data(w, map[string]string{"username": c.userid, "CSRFPreventionToken": s.csrf.Load().Token(c.userid, now)})
+		res.Release()
+		reply.Data(w, map[string]string{"username": c.Userid, "CSRFPreventionToken": s.csrf.Load().Token(c.Userid, now)})
 	}
 }
 
@@ -178,9 +187,9 @@ func (s *Server) page(w http.ResponseWriter, t *template.Template, data any) {
 // (what apid accepts and authenticator apps expect), as {"secret", "uri", "qr"}.
 func (s *Server) newTOTP(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: totpIssuer, AccountName: c.userid, Period: 30, Digits: 6, SecretSize: 20})
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: totpIssuer, AccountName: c.Userid, Period: 30, Digits: 6, SecretSize: 20})
 	if err != nil {
-		s.o.Log.Error("making a TOTP secret", "user", c.userid, "err", err)
+		s.o.Log.Error("making a TOTP secret", "user", c.Userid, "err", err)
 		reply.Error(w, http.StatusInternalServerError, "internal error")
 		return
 	}
@@ -190,7 +199,7 @@ func (s *Server) newTOTP(w http.ResponseWriter, r *http.Request) {
 		err = png.Encode(&qr, img)
 	}
 	if err != nil {
-		s.o.Log.Error("drawing a TOTP QR code", "user", c.userid, "err", err)
+		s.o.Log.Error("drawing a TOTP QR code", "user", c.Userid, "err", err)
 		reply.Error(w, http.StatusInternalServerError, "internal error")
 		return
 	}

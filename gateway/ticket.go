@@ -20,7 +20,8 @@ import (
 var ticketParams = []string{"username", "password", "realm", "path", "privs", "port", "tfa-challenge", "http-only", "otp"}
 
 // createTicket is POST /access/ticket: login with a password, renewal with a ticket as the
-// password, or the second TFA step. apid decides; proxyd validates, limits and logs.
+// password, or the second TFA step. apid decides; proxyd validates, limits (a failure reserved
+// before apid checks, kept when apid refuses) and logs.
 func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	now := s.o.Now()
 	client, _ := authfail.ClientAddr(r, s.o.Trusted)
@@ -31,11 +32,20 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusForbidden, "cross-site ticket requests are refused")
 		return
 	}
-	if !s.o.Guard.Allow(client.Addr(), now) {
+	// The failure is reserved before apid checks anything and given back unless apid refuses
+	// the credentials, so that parallel guesses get no more checks than the allowance.
+	res, ok := s.o.Guard.Reserve(r.Context(), client.Addr(), now)
+	if !ok {
 		s.o.Metrics.ticketRateLimited(s.o.Prefix, r)
 		s.tooMany(w, client, now)
 		return
 	}
+	failed := false
+	defer func() {
+		if !failed {
+			res.Release()
+		}
+	}()
 	p, err := params.Read(r)
 	if err == nil {
 		err = params.Only(p, ticketParams...)
@@ -85,7 +95,8 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusUnauthorized:
-		if lerr := s.o.Guard.Fail(client, p["username"], resp.Header.Get(forward.Failure), now); lerr != nil {
+		failed = true
+		if lerr := res.Fail(client, p["username"], forward.Value(resp.Header, forward.Failure), now); lerr != nil {
 			s.o.Log.Error("writing auth log", "err", lerr)
 		}
 		if s.o.Guard.Wait(r.Context()) != nil {

@@ -6,22 +6,25 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 	"time"
 
-	"gatehouse/forward"
+	"gatehouse/authfail"
+	"gatehouse/credential"
 	"gatehouse/reply"
 )
 
 // Headers the upstream application (reverse proxy) and a front proxy (forward-auth) receive.
-// Incoming headers of these names, like every X-Gatehouse-* header, are removed before a
-// request is looked at (forward.Strip in ServeHTTP), so an application may trust them.
+// Incoming headers of these names, like every X-Gatehouse-* header (also spelled with '_' for
+// '-'), are removed before a request is looked at (forward.Strip in ServeHTTP), so an
+// application may trust them.
 const (
 	HeaderUser   = "X-Gatehouse-User"    // the verified user id, user@realm
-	HeaderAuthid = forward.Authid        // the verified user id, or token id user@realm!name
+	HeaderAuthid = "X-Gatehouse-Authid"  // the verified user id, or token id user@realm!name
 	HeaderLogin  = "X-Gatehouse-Login"   // forward-auth 401 to a browser navigation: the login URL
 	csrfHeader   = "CSRFPreventionToken" // PBS's CSRF header
 )
@@ -38,6 +41,40 @@ const (
 	doorAuth                 // forward-auth: as doorUpstream, for the original request's method
 	doorPage                 // proxyd's own pages: CSRF token required; refusals go to the login page
 )
+
+// DefaultHostCookieOnly is proxyd's --host-cookie-only: the reverse proxy and forward-auth take
+// only the __Host- ticket cookie. A sibling subdomain (evil.example.com next to
+// app.example.com) can set a PBSAuthCookie for the parent domain, a __Host- cookie it cannot:
+// the legacy cookie would let it plant its own session in the victim's browser.
+const DefaultHostCookieOnly = "upstream,auth"
+
+// hostOnlyDoors reads Options.HostCookieOnly.
+func hostOnlyDoors(names []string) (map[door]bool, error) {
+	doors := map[door]bool{}
+	for _, n := range names {
+		switch n {
+		case "upstream":
+			doors[doorUpstream] = true
+		case "auth":
+			doors[doorAuth] = true
+		case "pages":
+			doors[doorPage] = true
+		default:
+			return nil, fmt.Errorf("reading host-cookie-only: %q is not upstream, auth or pages", n)
+		}
+	}
+	return doors, nil
+}
+
+// cookieDoor is the door whose cookie rule applies to r: its own, except that proxyd's page
+// helpers under /gatehouse/ (session, totp), which answer like the API, belong to the pages.
+func cookieDoor(r *http.Request) door {
+	d := doorOf(r)
+	if d == doorAPI && r.URL != nil && strings.HasPrefix(r.URL.Path, "/gatehouse/") {
+		return doorPage
+	}
+	return d
+}
 
 type doorKey struct{}
 
@@ -65,12 +102,11 @@ func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
 				h.Set("X-Forwarded-For", c.client.Addr().String())
 			}
 			h.Set("X-Forwarded-Proto", "https")
-			h.Set(HeaderUser, c.userid)
-			h.Set(HeaderAuthid, c.authid)
+			h.Set(HeaderUser, c.Userid)
+			h.Set(HeaderAuthid, c.Authid)
 			h.Del("Authorization")
 			h.Del(csrfHeader)
-			h.Del("Forwarded") // the client's own claims about its address
-			h.Del("X-Real-Ip")
+			dropClientClaims(h)
 			if ck := h.Values("Cookie"); len(ck) > 0 {
 				h.Del("Cookie")
 				if kept := stripCookies(strings.Join(ck, "; "), s.cookie, s.legacy); kept != "" {
@@ -82,6 +118,38 @@ func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
 		FlushInterval: -1, // stream: server-sent events, long polls, downloads
 		ErrorHandler:  s.upstreamDown,
 	}
+}
+
+// dropClientClaims removes from a request on its way to the upstream the headers a client
+// could use to pass itself off as something proxyd vouches for:
+//   - every header with '_' in its name: a CGI-style application (WSGI, PHP, Rack) maps '-' and
+//     '_' to one key, so X_Forwarded_For or X_Gatehouse_User would join the header proxyd set
+//     (HTTP_X_FORWARDED_FOR = "203.0.113.9,192.0.2.1"); nginx drops these by default too;
+//   - what a front proxy would say about the original request (Forwarded, X-Real-IP,
+//     X-Forwarded-Port, -Uri, -Prefix, -Server, -Method, X-Original-URI, -Method): proxyd is the
+//     front proxy here, and it says only X-Forwarded-For, -Host and -Proto;
+//   - method overrides (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override): proxyd's
+//     CSRF rule judged the request's own method, and an application must act on that one.
+func dropClientClaims(h http.Header) {
+	for k := range h {
+		switch {
+		case strings.Contains(k, "_"):
+		case clientClaim(http.CanonicalHeaderKey(k)):
+		default:
+			continue
+		}
+		delete(h, k)
+	}
+}
+
+func clientClaim(canonical string) bool {
+	switch canonical {
+	case "Forwarded", "X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Uri", "X-Forwarded-Prefix",
+		"X-Forwarded-Server", "X-Forwarded-Method", "X-Original-Uri", "X-Original-Method",
+		"X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
+		return true
+	}
+	return false
 }
 
 func (s *Server) upstreamDown(w http.ResponseWriter, r *http.Request, err error) {
@@ -132,10 +200,35 @@ func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
 // credentials; the caller goes back in headers, the body is empty.
 func (s *Server) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	c := callerOf(r)
-	w.Header().Set(HeaderUser, c.userid)
-	w.Header().Set(HeaderAuthid, c.authid)
+	w.Header().Set(HeaderUser, c.Userid)
+	w.Header().Set(HeaderAuthid, c.Authid)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+}
+
+// singleOriginal refuses a forward-auth request that carries one of the headers originalOf
+// believes more than once: 400 with no body (nginx's auth_request turns it into 500) and one
+// line in proxyd's log, before any credential is looked at. Which of the values the front
+// proxy set and which the client added cannot be told apart, so none is believed.
+func (s *Server) singleOriginal(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var repeated []string
+		for _, name := range []string{"X-Forwarded-Method", "X-Original-Method", "X-Forwarded-Uri", "X-Original-Uri",
+			"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if len(r.Header.Values(name)) > 1 {
+				repeated = append(repeated, name)
+			}
+		}
+		if len(repeated) == 0 {
+			h(w, r)
+			return
+		}
+		client, _ := authfail.ClientAddr(r, s.o.Trusted)
+		s.o.Log.Warn("refusing forward-auth request: header sent more than once", "headers", strings.Join(repeated, ","),
+			"rhost", client.Addr().String())
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusBadRequest)
+	}
 }
 
 // original is what the request being decided on looks like: the request itself, or for
@@ -180,7 +273,7 @@ func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error 
 	o := originalOf(r)
 	// A WebSocket handshake is a GET that opens a two-way channel: browsers send it cross-site
 	// with the cookies, so it is checked like a POST (browsers always send Origin with it).
-	if safeMethod(o.method) && r.Header.Get("Upgrade") == "" {
+	if safeMethod(o.method) && !websocket(r.Header) {
 		return nil
 	}
 	if s.csrf.Load().Check(r.Header.Get(csrfHeader), userid, now) == nil {
@@ -189,16 +282,30 @@ func (s *Server) checkCSRF(r *http.Request, userid string, now time.Time) error 
 	if d := doorOf(r); (d == doorUpstream || d == doorAuth) && sameOrigin(r.Header, o.scheme, o.host) {
 		return nil
 	}
-	return &authFailure{userid, "missing or invalid CSRF prevention token"}
+	return &credential.Failure{User: userid, Reason: "missing or invalid CSRF prevention token"}
+}
+
+// websocket reports whether a request looks like a WebSocket handshake: it has an Upgrade
+// header, or one of the headers only a handshake carries (Sec-WebSocket-Key and
+// Sec-WebSocket-Version, which RFC 6455 requires, or Sec-Fetch-Mode "websocket"). The second
+// half is what forward-auth sees: nginx drops Upgrade and Connection (hop-by-hop) from the
+// auth_request subrequest, which then looks like a plain GET.
+func websocket(h http.Header) bool {
+	return h.Get("Upgrade") != "" || h.Get("Sec-Websocket-Key") != "" || h.Get("Sec-Websocket-Version") != "" ||
+		strings.EqualFold(h.Get("Sec-Fetch-Mode"), "websocket")
 }
 
 // sameOrigin reports whether the browser says the request comes from the page's own origin:
-// Sec-Fetch-Site "same-origin", or an Origin header equal to scheme://host (ASCII case
-// ignored). Scripts cannot set either header on a cross-site request, and a non-browser client
-// has no victim's cookie to abuse.
+// Sec-Fetch-Site "same-origin", or, from a browser without Fetch Metadata (no Sec-Fetch-Site),
+// an Origin header equal to scheme://host (ASCII case ignored). Scripts cannot set either
+// header on a cross-site request, and a non-browser client has no victim's cookie to abuse.
 func sameOrigin(h http.Header, scheme, host string) bool {
-	if h.Get("Sec-Fetch-Site") == "same-origin" {
+	switch h.Get("Sec-Fetch-Site") {
+	case "same-origin":
 		return true
+	case "":
+	default: // the browser says same-site, cross-site or none: Origin cannot overrule it
+		return false
 	}
 	o := h.Get("Origin")
 	return o != "" && host != "" && strings.EqualFold(o, scheme+"://"+host)
@@ -247,12 +354,12 @@ func localPath(next string) bool {
 // and that cookie is cleared.
 func (s *Server) deny(w http.ResponseWriter, r *http.Request) {
 	tk := s.ticketCookie(r)
-	expired := tk.value != ""
+	expired := tk.Value != ""
 	switch d := doorOf(r); d {
 	case doorUpstream, doorPage:
 		if d == doorPage || browserNavigation(r.Method, r.Header) {
 			if expired {
-				http.SetCookie(w, s.clearedCookie(tk.name))
+				http.SetCookie(w, s.clearedCookie(tk.Name))
 			}
 			w.Header().Set("Cache-Control", "no-store")
 			http.Redirect(w, r, loginURL(r.URL.RequestURI(), expired), http.StatusSeeOther)

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -90,7 +92,8 @@ func TestSameOrigin(t *testing.T) {
 	}{
 		{"fetch same-origin", http.Header{"Sec-Fetch-Site": {"same-origin"}}, "https", "gh.example", true},
 		{"fetch same-site", http.Header{"Sec-Fetch-Site": {"same-site"}}, "https", "gh.example", false},
-		{"fetch cross-site", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {"https://gh.example"}}, "https", "gh.example", true},
+		{"fetch cross-site, own origin", http.Header{"Sec-Fetch-Site": {"cross-site"}, "Origin": {"https://gh.example"}}, "https", "gh.example", false}, // Fetch Metadata wins
+		{"fetch same-site, own origin", http.Header{"Sec-Fetch-Site": {"same-site"}, "Origin": {"https://gh.example"}}, "https", "gh.example", false},
 		{"fetch none", http.Header{"Sec-Fetch-Site": {"none"}}, "https", "gh.example", false},
 		{"origin equal", http.Header{"Origin": {"https://gh.example:8007"}}, "https", "gh.example:8007", true},
 		{"origin case", http.Header{"Origin": {"https://GH.example"}}, "https", "gh.example", true},
@@ -107,6 +110,80 @@ func TestSameOrigin(t *testing.T) {
 		if got := sameOrigin(tt.h, tt.scheme, tt.host); got != tt.want {
 			t.Errorf("%s: sameOrigin(%v, %q, %q) = %v; want %v", tt.name, tt.h, tt.scheme, tt.host, got, tt.want)
 		}
+	}
+}
+
+func TestWebsocket(t *testing.T) {
+	tests := []struct {
+		name string
+		h    http.Header
+		want bool
+	}{
+		{"plain GET", http.Header{"Origin": {"https://evil.example"}, "Sec-Fetch-Site": {"cross-site"}}, false},
+		{"Upgrade", http.Header{"Upgrade": {"websocket"}}, true},
+		{"any Upgrade", http.Header{"Upgrade": {"h2c"}}, true},
+		{"key, as nginx's auth_request passes it", http.Header{"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, true},
+		{"version", http.Header{"Sec-Websocket-Version": {"13"}}, true},
+		{"fetch mode", http.Header{"Sec-Fetch-Mode": {"websocket"}}, true},
+		{"fetch mode, case", http.Header{"Sec-Fetch-Mode": {"WebSocket"}}, true},
+		{"fetch mode navigate", http.Header{"Sec-Fetch-Mode": {"navigate"}}, false},
+	}
+	for _, tt := range tests {
+		if got := websocket(tt.h); got != tt.want {
+			t.Errorf("%s: websocket(%v) = %v; want %v", tt.name, tt.h, got, tt.want)
+		}
+	}
+}
+
+func TestDropClientClaims(t *testing.T) {
+	h := http.Header{
+		"X_gatehouse_user": {"root@pam"}, "X-Forwarded_for": {"192.0.2.1"}, "Accept_language": {"en"},
+		"Forwarded": {"for=192.0.2.1"}, "X-Real-Ip": {"192.0.2.1"}, "X-Forwarded-Port": {"80"},
+		"X-Forwarded-Uri": {"/a"}, "X-Forwarded-Prefix": {"/a"}, "X-Forwarded-Server": {"e"},
+		"X-Forwarded-Method": {"DELETE"}, "X-Original-Uri": {"/a"}, "X-Original-Method": {"DELETE"},
+		"X-Http-Method-Override": {"DELETE"}, "X-Http-Method": {"DELETE"}, "X-Method-Override": {"DELETE"},
+		"x-http-method-override": {"DELETE"}, // not canonical: a raw map entry
+		"X-Forwarded-For":        {"127.0.0.1"}, "X-Forwarded-Host": {"gh.example"}, "X-Forwarded-Proto": {"https"},
+		"X-Gatehouse-User": {"alice@pbs"}, "Accept-Language": {"en"}, "Cookie": {"a_b=1"},
+	}
+	dropClientClaims(h)
+	want := []string{"Accept-Language", "Cookie", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Gatehouse-User"}
+	var got []string
+	for k := range h {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("dropClientClaims left %q; want %q", got, want)
+	}
+}
+
+func TestHostOnlyDoors(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want map[door]bool
+		err  string
+	}{
+		{nil, map[door]bool{}, ""},
+		{[]string{"upstream", "auth"}, map[door]bool{doorUpstream: true, doorAuth: true}, ""},
+		{[]string{"pages"}, map[door]bool{doorPage: true}, ""},
+		{[]string{"upstream", "api"}, nil, `reading host-cookie-only: "api" is not upstream, auth or pages`},
+	}
+	for _, tt := range tests {
+		got, err := hostOnlyDoors(tt.in)
+		errText := ""
+		if err != nil {
+			errText = err.Error()
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) || errText != tt.err {
+			t.Errorf("hostOnlyDoors(%q) = %v, %v; want %v, %q", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+	if got := splitList(" upstream, ,auth ,"); !slices.Equal(got, []string{"upstream", "auth"}) {
+		t.Errorf("splitList(\" upstream, ,auth ,\") = %q; want [upstream auth]", got)
+	}
+	if got := splitList(""); got != nil {
+		t.Errorf("splitList(\"\") = %q; want none", got)
 	}
 }
 
@@ -208,4 +285,24 @@ func FuzzStripCookies(f *testing.F) {
 			rest = rest[i+len(kept):]
 		}
 	})
+}
+
+// BenchmarkDropClientClaims: the cost per proxied request of dropClientClaims on a browser's
+// usual headers (none of them dropped), after proxyd's own have been set.
+func BenchmarkDropClientClaims(b *testing.B) {
+	base := http.Header{
+		"Accept": {"text/html"}, "Accept-Encoding": {"gzip, deflate, br"}, "Accept-Language": {"en-US,en;q=0.9"},
+		"Cookie": {"theme=dark"}, "User-Agent": {"Mozilla/5.0"}, "Sec-Fetch-Site": {"same-origin"},
+		"Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}, "Referer": {"https://gh.example/"},
+		"X-Forwarded-For": {"192.0.2.1"}, "X-Forwarded-Host": {"gh.example"}, "X-Forwarded-Proto": {"https"},
+		"X-Gatehouse-User": {"alice@pbs"}, "X-Gatehouse-Authid": {"alice@pbs"},
+	}
+	h := base.Clone()
+	b.ReportAllocs()
+	for b.Loop() {
+		dropClientClaims(h)
+	}
+	if len(h) != len(base) {
+		b.Fatalf("dropped %d headers of a browser's usual ones", len(base)-len(h))
+	}
 }

@@ -89,6 +89,17 @@ func (s *Store) Revoked(userid string, issued time.Time) (bool, error) {
 	return ok && issued.Unix() <= t, nil
 }
 
+// Recorded reports whether the file holds a revocation time for userid: its tickets were
+// revoked at least once (a logout, a password change, the user's deletion).
+func (s *Store) Recorded(userid string) (bool, error) {
+	sn, err := s.current()
+	if err != nil {
+		return false, err
+	}
+	_, ok := sn.times[userid]
+	return ok, nil
+}
+
 // NotBefore returns the earliest time a new ticket of userid may be stamped with so that it is
 // not revoked: one second after the revocation time, or now when that is later.
 func (s *Store) NotBefore(userid string, now time.Time) (time.Time, error) {

@@ -18,10 +18,14 @@ import (
 // public key to authkey.retired (PEM "PUBLIC KEY" blocks, each with a "Retired: <unix time>"
 // header; mode 0640 like authkey.pub). authkey.pub keeps holding exactly one key, so PBS tools
 // that read it still work. A retired key verifies only tickets issued no later than its
-// retirement, so a stolen old key cannot mint new tickets; those tickets all expire within
-// FullLifetime (2 h), after which the key verifies nothing and the next rotation drops it. At
-// most MaxRetiredKeys are kept (the oldest go first), which bounds the work a forged ticket can
-// cause to MaxRetiredKeys+1 signature checks.
+// retirement; those tickets all expire within FullLifetime (2 h) of it, after which the key
+// verifies nothing and the next rotation drops it. That bounds, but does not stop, what a
+// stolen old key can do: whoever holds it can sign tickets backdated to before the retirement,
+// which verify until the retirement + 2 h. So the signer accepts only tickets of its current
+// key where a ticket becomes a new one (renewal, the second TFA step: Verifier.Current), and a
+// rotation with revokeSessions keeps no retired key at all, ending every earlier ticket at
+// once. At most MaxRetiredKeys are kept (the oldest go first), which bounds the work a forged
+// ticket can cause to MaxRetiredKeys+1 signature checks.
 
 // MaxRetiredKeys is how many retired public keys authkey.retired keeps.
 const MaxRetiredKeys = 8
@@ -45,6 +49,11 @@ func (v *Verifier) WithRetired(keys []RetiredKey) *Verifier {
 	c.retired = append([]RetiredKey(nil), keys...)
 	return &c
 }
+
+// Current returns a copy of v that accepts tickets of its current key only, none of the
+// retired keys: for the checks that turn a ticket into a new one (renewal, the second TFA
+// step), so that a retired key, perhaps stolen, never mints a ticket of the current key.
+func (v *Verifier) Current() *Verifier { return v.WithRetired(nil) }
 
 // Retired returns the retired keys v accepts.
 func (v *Verifier) Retired() []RetiredKey { return append([]RetiredKey(nil), v.retired...) }
@@ -190,11 +199,13 @@ func LoadSignerRing(keyPath, retiredPath string, now time.Time) (*Signer, error)
 // RotateKeys replaces the key pair at keyPath/pubPath with a new Ed25519 pair, after adding the
 // current public key (from pubPath) to the retired keys at retiredPath with retirement time
 // now. Retired keys no longer live at now are dropped, and the oldest beyond MaxRetiredKeys.
+// With revokeSessions, every retired key is dropped instead, the current one included, so
+// that no ticket signed before the rotation verifies any more (authkey.retired is left empty).
 // Order of writes, each atomic: authkey.retired, authkey.key, authkey.pub; a crash between the
 // last two leaves a public key that does not match the private one, which EnsurePublic
 // repairs. Callers serialize rotations and bump the keys generation afterwards. It returns the
 // new Signer, whose public side accepts the retired keys.
-func RotateKeys(keyPath, pubPath, retiredPath string, gid int, now time.Time) (*Signer, error) {
+func RotateKeys(keyPath, pubPath, retiredPath string, gid int, now time.Time, revokeSessions bool) (*Signer, error) {
 	cur, err := LoadVerifier(pubPath)
 	if err != nil {
 		return nil, fmt.Errorf("rotating auth keys: %w", err)
@@ -206,6 +217,9 @@ func RotateKeys(keyPath, pubPath, retiredPath string, gid int, now time.Time) (*
 	keys := append(live(old, now), RetiredKey{Verifier: cur.WithRetired(nil), Retired: time.Unix(now.Unix(), 0)})
 	if len(keys) > MaxRetiredKeys {
 		keys = keys[len(keys)-MaxRetiredKeys:]
+	}
+	if revokeSessions {
+		keys = nil
 	}
 	data, err := formatRetired(keys)
 	if err != nil {

@@ -41,7 +41,7 @@ func TestRotateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := RotateKeys(k.key, k.pub, k.retired, -1, t0)
+	s, err := RotateKeys(k.key, k.pub, k.retired, -1, t0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestRotateKeysLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		fps = append(fps, v.Fingerprint())
-		if _, err := RotateKeys(k.key, k.pub, k.retired, -1, t0.Add(time.Duration(i)*time.Minute)); err != nil {
+		if _, err := RotateKeys(k.key, k.pub, k.retired, -1, t0.Add(time.Duration(i)*time.Minute), false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,7 +119,7 @@ func TestRotateKeysLimits(t *testing.T) {
 		t.Errorf("newest retired key %s; want %s", got, want)
 	}
 	// Rotating long after: every earlier retired key is dead and dropped.
-	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, t0.Add(10*time.Hour)); err != nil {
+	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, t0.Add(10*time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
 	if keys, err := LoadRetired(k.retired); err != nil || len(keys) != 1 {
@@ -151,7 +151,7 @@ func TestEnsurePublic(t *testing.T) {
 
 func TestParseRetiredRefuses(t *testing.T) {
 	k := newKeyFiles(t)
-	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, time.Unix(1_800_000_000, 0)); err != nil {
+	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, time.Unix(1_800_000_000, 0), false); err != nil {
 		t.Fatal(err)
 	}
 	good, err := os.ReadFile(k.retired)
@@ -189,7 +189,7 @@ func FuzzParseRetired(f *testing.F) {
 	if err := GenerateKeys(k.key, k.pub, -1); err != nil {
 		f.Fatal(err)
 	}
-	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, time.Unix(1_800_000_000, 0)); err != nil {
+	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, time.Unix(1_800_000_000, 0), false); err != nil {
 		f.Fatal(err)
 	}
 	good, _ := os.ReadFile(k.retired)
@@ -215,4 +215,92 @@ func FuzzParseRetired(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRotateKeysRevokeSessions: a rotation with revokeSessions keeps no retired key, so no
+// ticket signed before it verifies, however it is stamped (a stolen old key backdates them).
+func TestRotateKeysRevokeSessions(t *testing.T) {
+	k := newKeyFiles(t)
+	t0 := time.Unix(1_800_000_000, 0)
+	old, err := LoadSigner(k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RotateKeys(k.key, k.pub, k.retired, -1, t0.Add(-time.Minute), false); err != nil {
+		t.Fatal(err)
+	}
+	older, err := LoadSigner(k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := RotateKeys(k.key, k.pub, k.retired, -1, t0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := LoadKeyRing(k.pub, k.retired, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*Verifier{ring, s.Public()} {
+		if n := len(v.Retired()); n != 0 {
+			t.Errorf("after a rotation revoking sessions %d retired keys are kept; want 0", n)
+		}
+		for name, signer := range map[string]*Signer{"the key just replaced": older, "a key retired before": old} {
+			tk, err := signer.SignUser("PBS", "root@pam", t0.Add(-2*time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := v.VerifyUser(tk, "PBS", t0); !errors.Is(err, ErrSignature) {
+				t.Errorf("backdated ticket of %s: %v; want ErrSignature", name, err)
+			}
+		}
+	}
+	if tk, err := s.SignUser("PBS", "bob@pbs", t0); err != nil {
+		t.Fatal(err)
+	} else if _, _, err := ring.VerifyUser(tk, "PBS", t0); err != nil {
+		t.Errorf("ticket of the new key: %v", err)
+	}
+}
+
+// TestCurrent: Current accepts the current key's tickets only, never a retired key's, whatever
+// its stamp: what renewal and the second TFA step use.
+func TestCurrent(t *testing.T) {
+	k := newKeyFiles(t)
+	t0 := time.Unix(1_800_000_000, 0)
+	old, err := LoadSigner(k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := RotateKeys(k.key, k.pub, k.retired, -1, t0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backdated, err := old.SignUser("PBS", "root@pam", t0.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tfa, err := old.SignTFA("PBS", "root@pam", `{"totp":true}`, t0.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Public().VerifyUser(backdated, "PBS", t0); err != nil {
+		t.Fatalf("the key ring refuses the retired key's ticket: %v", err)
+	}
+	cur := s.Public().Current()
+	if _, _, err := cur.VerifyUser(backdated, "PBS", t0); !errors.Is(err, ErrSignature) {
+		t.Errorf("Current().VerifyUser(retired key's ticket) = %v; want ErrSignature", err)
+	}
+	if _, _, err := cur.VerifyTFA(tfa, "PBS", "root@pam", t0); !errors.Is(err, ErrSignature) {
+		t.Errorf("Current().VerifyTFA(retired key's TFA ticket) = %v; want ErrSignature", err)
+	}
+	fresh, err := s.SignUser("PBS", "root@pam", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cur.VerifyUser(fresh, "PBS", t0); err != nil {
+		t.Errorf("Current().VerifyUser(current key's ticket) = %v", err)
+	}
+	if len(s.Public().Retired()) != 1 {
+		t.Errorf("Current changed the ring it came from: %d retired keys; want 1", len(s.Public().Retired()))
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -253,26 +254,40 @@ type rotateJSON struct {
 
 func (a *app) keyCommand() *cobra.Command {
 	cmd := group("key", "Manage the ticket signing key")
-	cmd.AddCommand(&cobra.Command{
+	var revoke bool
+	rotate := &cobra.Command{
 		Use:   "rotate",
-		Short: "Make a new ticket signing key; tickets of the old one stay valid until they expire",
-		Long: `Make a new ticket signing key (POST /keys/rotate). New tickets are signed with it at once;
-tickets signed with the previous key stay valid until they expire (printed).`,
+		Short: "Make a new ticket signing key; sessions of the old one last until they expire, or end with --revoke-sessions",
+		Long: `Make a new ticket signing key (POST /keys/rotate). New tickets are signed with it at once.
+Tickets signed with the previous key keep working as sessions until they expire (printed) but
+are never renewed. With --revoke-sessions the previous keys are dropped and every ticket issued
+before the rotation stops working at once, in every proxyd: every user signs in again. Use it
+when a signing key may have been copied: whoever holds an old key can sign tickets dated
+before its retirement, which work until they expire unless the sessions are revoked.`,
 		Args: argsNamed(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var p url.Values
+			if revoke {
+				p = url.Values{"revoke-sessions": {"1"}}
+			}
 			var raw json.RawMessage
-			if err := a.client().Call(cmd.Context(), http.MethodPost, "keys/rotate", nil, &raw); err != nil {
+			if err := a.client().Call(cmd.Context(), http.MethodPost, "keys/rotate", p, &raw); err != nil {
 				return fmt.Errorf("rotating the signing key: %w", err)
 			}
-			p := a.printer()
-			return show(p, raw, func(r rotateJSON) error {
+			pr := a.printer()
+			return show(pr, raw, func(r rotateJSON) error {
 				fs := []field{{"algorithm", r.Algorithm}, {"fingerprint", r.Fingerprint}}
 				for _, old := range r.Previous {
-					fs = append(fs, field{"previous", old.Fingerprint + ", its tickets valid until " + p.when(old.ValidUntil)})
+					fs = append(fs, field{"previous", old.Fingerprint + ", its tickets valid until " + pr.when(old.ValidUntil)})
 				}
-				return p.fields(fs)
+				if revoke {
+					fs = append(fs, field{"sessions", "every ticket issued before the rotation is revoked"})
+				}
+				return pr.fields(fs)
 			})
 		},
-	})
+	}
+	rotate.Flags().BoolVar(&revoke, "revoke-sessions", false, "end every ticket issued before the rotation (every user signs in again)")
+	cmd.AddCommand(rotate)
 	return cmd
 }
