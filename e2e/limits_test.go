@@ -247,7 +247,7 @@ func TestHeaderLimit(t *testing.T) {
 		cookies = append(cookies, fmt.Sprintf("app%d=%s", i, strings.Repeat("v", 1000)))
 	}
 	appCookies := strings.Join(cookies, "; ")
-	h := http.Header{"Cookie": {"PBSAuthCookie=" + p.lee.ticket + "; " + appCookies}}
+	h := http.Header{"Cookie": {"__Host-PBSAuthCookie=" + p.httpTk + "; " + appCookies}}
 	s := fetch(t, p.client, "GET", p.origin+"/app/page", h, "").seen(t, "a ticket and 12 KiB of cookies")
 	if s.Cookie != appCookies {
 		t.Errorf("app got %d bytes of cookies; want the %d sent besides the ticket", len(s.Cookie), len(appCookies))
