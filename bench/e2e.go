@@ -44,6 +44,9 @@ type stack struct {
 	ticket  string       // PBSAuthCookie value
 	token   string       // Authorization header value: tokenHeader(tokenID, the secret)
 	tokenID string       // user@realm!name of token
+	// proxydEnv is added to the environment of every proxyd started afterwards (attack.go:
+	// the GOMEMLIMIT of proxyd's systemd unit).
+	proxydEnv []string
 }
 
 const (
@@ -96,7 +99,8 @@ type stackOptions struct {
 	proxydArgs []string // added to every proxyd's arguments
 	// prepare, if set, writes config files into the (made, empty) config dir before apid
 	// starts, e.g. a user.cfg and token.shadow with many tokens.
-	prepare func(layout.Dirs) error
+	prepare   func(layout.Dirs) error
+	proxydEnv []string // see stack.proxydEnv
 }
 
 // startStack starts apid, then each proxyd on 127.0.0.1:0, and makes the user, ticket and
@@ -106,7 +110,7 @@ func startStack(o stackOptions) (_ *stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stack{dir: dir, dirs: layout.Dirs{Config: filepath.Join(dir, "etc"), Run: filepath.Join(dir, "run")}}
+	s := &stack{dir: dir, dirs: layout.Dirs{Config: filepath.Join(dir, "etc"), Run: filepath.Join(dir, "run")}, proxydEnv: o.proxydEnv}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.close())
@@ -305,6 +309,9 @@ func (s *stack) start(role string, args ...string) (string, error) {
 	d := &daemon{name: role, done: make(chan error, 1), log: logWriter{addr: make(chan string, 1)}}
 	d.cmd = exec.Command(self, "-test.run=^$")
 	d.cmd.Env = append(os.Environ(), roleEnv+"="+role, argsEnv+"="+string(js))
+	if role == "proxyd" {
+		d.cmd.Env = append(d.cmd.Env, s.proxydEnv...)
+	}
 	d.cmd.Stderr = &d.log
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {

@@ -27,6 +27,11 @@
 // With -churn it measures only revocation under load (churn.go: token rotation, removal, user
 // disable, logout and manual edits against apid and 2 proxyd, counting stale accepts).
 //
+// With -attack (in a full run) or -attack-only it runs issue 17's resource-exhaustion attacks
+// from one address against proxyd as deployed (attack.go: thousands of idle HTTP/2
+// connections, slow bodies, unfinished 1 MiB headers) while a legitimate client keeps making
+// requests, and reports proxyd's memory against the 64 MiB target.
+//
 // Targets: cached verify <= 100 ns/op, zero allocations, and at least 10 000 times faster
 // than the $5$ slow path in the same run (issue 2); the cached-token row at least 90 % of the
 // no-auth row's requests/s (one proxyd).
@@ -69,6 +74,7 @@ type report struct {
 	Load    *loadReport   `json:"load,omitempty"`   // nil with -e2e=false
 	Churn   *churnReport  `json:"churn,omitempty"`  // nil with -churn=false
 	Timing  *timingReport `json:"timing,omitempty"` // nil with -e2e=false or -timing 0
+	Attack  *attackReport `json:"attack,omitempty"` // nil without -attack
 	Targets targets       `json:"targets"`
 }
 
@@ -104,10 +110,11 @@ type e2eTargets struct {
 
 // config says what run measures.
 type config struct {
-	sizes  []int        // token counts of the scaling rows
-	load   *loadOptions // nil: no load table
-	churn  bool         // revocation under load (churn.go)
-	timing int          // token id timing rounds (timing.go); 0: none
+	sizes  []int          // token counts of the scaling rows
+	load   *loadOptions   // nil: no load table
+	churn  bool           // revocation under load (churn.go)
+	timing int            // token id timing rounds (timing.go); 0: none
+	attack *attackOptions // resource exhaustion (attack.go); nil: none
 }
 
 func main() {
@@ -125,9 +132,48 @@ func main() {
 	reportPath := flag.String("report", "", "also rewrite the report section (between "+beginMarker+" and "+endMarker+") of this markdown file")
 	churn := flag.Bool("churn", true, "also measure revocation under load (rotate, remove, disable, logout, manual edit; see churn.go)")
 	churnOnly := flag.Bool("churn-only", false, "measure only revocation under load and print its table (or JSON)")
+	attack := flag.Bool("attack", false, "also run the resource-exhaustion attacks against proxyd (see attack.go; about 3 minutes)")
+	attackOnly := flag.Bool("attack-only", false, "run only the resource-exhaustion attacks and print their table (or JSON)")
+	var ao attackOptions
+	flag.IntVar(&ao.idle, "attack-idle", 5000, "idle HTTP/2 connections the attacker opens")
+	flag.IntVar(&ao.slow, "attack-slow", 1000, "slow-body connections the attacker opens")
+	flag.IntVar(&ao.headers, "attack-headers", 100, "unfinished-header connections the attacker opens")
+	flag.DurationVar(&ao.hold, "attack-hold", 45*time.Second, "how long the attacker keeps each attack's connections at most")
+	attackArgs := flag.String("attack-proxyd-args", "", "space-separated flags added to the attacked proxyd's (e.g. \"--max-conns-per-client 0\" to fill the global cap from one address)")
+	attackPhases := flag.String("attack-phases", "", "comma-separated attacks to run (default all): "+strings.Join([]string{phaseIdle, phaseSlow, phaseHeaders, phaseStreams}, ", "))
+	flag.IntVar(&ao.h2conns, "attack-h2-conns", 100, "HTTP/2 connections of slow-body streams the attacker opens")
 	timing := flag.Int("timing", 2000, "token id timing: requests of each kind (0 skips it; needs -e2e)")
 	timingOnly := flag.Bool("timing-only", false, "measure only the token id timing and print its table (or JSON)")
 	flag.Parse()
+	ao.proxydArgs = strings.Fields(*attackArgs)
+	if *attackPhases != "" {
+		ao.phases = strings.Split(*attackPhases, ",")
+	}
+	if *attackOnly {
+		var rep *attackReport
+		var err error
+		if *from != "" { // re-render a saved -attack-only -json run
+			rep = &attackReport{}
+			var data []byte
+			if data, err = os.ReadFile(*from); err == nil {
+				err = json.Unmarshal(data, rep)
+			}
+		} else {
+			rep, err = runAttack(os.Stderr, ao)
+		}
+		if err == nil {
+			if *jsonOut {
+				err = writeJSON(os.Stdout, rep)
+			} else {
+				rep.markdown(os.Stdout)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *timingOnly {
 		rep, err := runTiming(max(*timing, 1), os.Stderr)
 		if err == nil {
@@ -168,6 +214,9 @@ func main() {
 		fail(2, err)
 	}
 	cfg := config{sizes: sizes, churn: *churn}
+	if *attack {
+		cfg.attack = &ao
+	}
 	if *e2e {
 		proxyds, err := parseSizes("-proxyds", *proxydsFlag)
 		if err != nil {
@@ -337,6 +386,11 @@ func run(cfg config, progress io.Writer) (*report, error) {
 			return nil, fmt.Errorf("revocation under load: %w", err)
 		}
 	}
+	if cfg.attack != nil {
+		if rep.Attack, err = runAttack(progress, *cfg.attack); err != nil {
+			return nil, fmt.Errorf("attacks: %w", err)
+		}
+	}
 	return rep, nil
 }
 
@@ -395,6 +449,10 @@ func printTable(w io.Writer, rep *report) {
 	if rep.Churn != nil {
 		fmt.Fprintln(w)
 		rep.Churn.markdown(w)
+	}
+	if rep.Attack != nil {
+		fmt.Fprintln(w)
+		rep.Attack.markdown(w)
 	}
 }
 

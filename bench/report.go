@@ -26,7 +26,7 @@ type reportSection func(w io.Writer, rep *report)
 // reportSections are the report's parts in order; more (e.g. rotation under load) are added
 // here.
 func reportSections() []reportSection {
-	return []reportSection{reportHeader, reportLoad, reportTiming, reportChurn, reportVerify}
+	return []reportSection{reportHeader, reportLoad, reportTiming, reportChurn, reportAttack, reportVerify}
 }
 
 func reportTiming(w io.Writer, rep *report) {
@@ -37,6 +37,14 @@ func reportTiming(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "Token id timing (1 client, one keep-alive connection, one request at a time; proxyd with the failure guard relaxed; "+
 		"a fresh random secret each request; %d requests of each kind, interleaved in random order):\n\n", rep.Timing.Rounds)
 	rep.Timing.markdown(w)
+}
+
+func reportAttack(w io.Writer, rep *report) {
+	if rep.Attack == nil {
+		fmt.Fprintln(w, "No resource-exhaustion table in this run (without -attack).")
+		return
+	}
+	rep.Attack.markdown(w)
 }
 
 // writeReport writes every report section, separated by blank lines.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gatehouse/gateway"
 	"gatehouse/tlscert"
 )
 
@@ -331,5 +333,75 @@ func TestMakeInstall(t *testing.T) {
 		if err != nil {
 			t.Errorf("systemd-analyze security %s: exposure above 2.5 (%v):\n%s", filepath.Base(u), err, out)
 		}
+	}
+}
+
+// unitSettings returns the Key=value lines of a unit file (the last value of each key; every
+// Environment= assignment under "Environment.<NAME>").
+func unitSettings(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k == "Environment" {
+			name, val, _ := strings.Cut(v, "=")
+			out["Environment."+name] = val
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// unitBytes parses a systemd size (K, M, G: powers of 1024) or a Go GOMEMLIMIT (KiB, MiB, GiB).
+func unitBytes(t *testing.T, s string) int64 {
+	t.Helper()
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"K", 10}, {"M", 20}, {"G", 30}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				t.Fatalf("size %q: %v", s, err)
+			}
+			return v << u.shift
+		}
+	}
+	t.Fatalf("size %q: no unit", s)
+	return 0
+}
+
+// TestUnitLimits: the units' resource limits agree with proxyd's caps: proxyd's LimitNOFILE
+// holds what its default caps may open (gateway.Limits.FilesNeeded), GOMEMLIMIT is below
+// MemoryMax, TasksMax is set; apid's LimitNOFILE holds a connection per request proxyd may
+// have in flight and more. (systemd-analyze verify runs on both in TestMakeInstall.)
+func TestUnitLimits(t *testing.T) {
+	px := unitSettings(t, "../cmd/proxyd/gatehouse-proxyd.service")
+	def := gateway.DefaultLimits()
+	nofile, err := strconv.Atoi(px["LimitNOFILE"])
+	if err != nil || nofile < def.FilesNeeded() {
+		t.Errorf("proxyd's LimitNOFILE=%s; want at least %d, what its default caps may open", px["LimitNOFILE"], def.FilesNeeded())
+	}
+	limit, maxMem := unitBytes(t, px["Environment.GOMEMLIMIT"]), unitBytes(t, px["MemoryMax"])
+	if limit <= 0 || limit >= maxMem*3/4 {
+		t.Errorf("proxyd's GOMEMLIMIT=%s, MemoryMax=%s; want GOMEMLIMIT at most 3/4 of MemoryMax, leaving room for what Go does not count", px["Environment.GOMEMLIMIT"], px["MemoryMax"])
+	}
+	if n, err := strconv.Atoi(px["TasksMax"]); err != nil || n < 64 {
+		t.Errorf("proxyd's TasksMax=%s; want a number of at least 64", px["TasksMax"])
+	}
+	ap := unitSettings(t, "../cmd/apid/gatehouse-apid.service")
+	if n, err := strconv.Atoi(ap["LimitNOFILE"]); err != nil || n < 2*def.MaxRequests+128 {
+		t.Errorf("apid's LimitNOFILE=%s; want at least %d (proxyd's requests in flight, its idle connections, gatectl)", ap["LimitNOFILE"], 2*def.MaxRequests+128)
+	}
+	if n, err := strconv.Atoi(ap["TasksMax"]); err != nil || n < def.MaxRequests+64 {
+		t.Errorf("apid's TasksMax=%s; want at least %d (a thread per PAM check proxyd may have in flight)", ap["TasksMax"], def.MaxRequests+64)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"gatehouse/authfail"
+	"gatehouse/connlimit"
 	"gatehouse/layout"
 	"gatehouse/lifecycle"
 	"gatehouse/revocation"
@@ -47,7 +48,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	metricsListen := fl.String("metrics-listen", DefaultMetricsListen, "loopback HTTP address of /metrics (empty: none)")
 	hostOnly := fl.String("host-cookie-only", DefaultHostCookieOnly, "comma-separated places that take only the __Host- ticket cookie, not the legacy <prefix>AuthCookie: upstream, auth, pages (empty: the legacy cookie everywhere; /api2 always takes it)")
 	tokenCache := fl.Bool("token-cache", true, "cache verified API token secrets; false makes every token check read token.shadow's state and run crypt (about 1 ms): a benchmark and debugging switch, never for production")
+	var lim Limits
+	lim.flags(fl)
 	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if err := lim.check(); err != nil {
 		return err
 	}
 	if *metricsListen != "" {
@@ -60,6 +66,16 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Trusted proxies carry many clients over their connections: not held to the per-client cap.
+	conns, err := connlimit.New(connlimit.Options{Max: lim.MaxConns, PerClient: lim.MaxConnsPerClient, Exempt: tp, Log: log})
+	if err != nil {
+		return err
+	}
+	inflight, err := connlimit.New(connlimit.Options{Max: lim.MaxRequests, PerClient: lim.MaxRequestsPerClient, Exempt: tp, What: "requests", Log: log})
+	if err != nil {
+		return err
+	}
+	lim.checkFiles(log)
 	var up *url.URL
 	if *upstream != "" {
 		if up, err = url.Parse(*upstream); err != nil || up.Host == "" {
@@ -104,7 +120,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := newRegistry()
 	var metrics *Metrics // nil counts nothing
 	if *metricsListen != "" {
-		if metrics, err = NewMetrics(reg, MetricSources{Tokens: tokens, Tickets: tickets, Generations: gen}); err != nil {
+		if metrics, err = NewMetrics(reg, MetricSources{Tokens: tokens, Tickets: tickets, Generations: gen, Conns: conns, Requests: inflight}); err != nil {
 			return err
 		}
 	}
@@ -144,12 +160,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	srv := &http.Server{
-		Handler:           s,
-		TLSConfig:         &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	ln = conns.Listener(ln)
+	srv := lim.server(requestLimit(inflight, s), tlsConfig(cert.get), slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	// SIGHUP: the TLS pair first, then keys and caches; the new pair serves only if both load.
 	reload := func() error {
 		next, err := loadCertificate(d.ProxyCert(), d.ProxyKey())

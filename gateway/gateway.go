@@ -87,6 +87,21 @@
 // says a server MUST accept it; proxyd is an origin server behind which the host a front proxy
 // routed by and the one the application is told must not differ, and no browser sends it there.
 //
+// # Limits
+//
+// What a client may hold on the public port before it has authenticated (limits.go; flags of
+// proxyd, defaults here): the TLS handshake and a request's header within 10 s, the whole
+// request within 30 s and its answer within 60 s after the header, 30 s idle between requests
+// (HTTP/1.1 keep-alive and HTTP/2), a header of 16 KiB (net/http answers 431 above it, with
+// 4 KiB of slack): a PBS ticket takes under 1 KiB, nginx passes header lines of up to 8 KiB.
+// Connections: 512 in all, 64 per client address (IPv6 /64); requests in flight until
+// authenticated, which HTTP/2 multiplexes on a connection: 512 in all, 64 per client, more are
+// answered 503 at once (package connlimit; trusted proxies count in all only). Once a request
+// is authenticated for the upstream application, its deadlines are lifted and it leaves the
+// request cap, so streams, long transfers and WebSockets last as long as the two ends keep
+// them; at most 1024 connections go to the upstream. TLS is Mozilla's intermediate profile:
+// TLS 1.2 with ECDHE and AEAD suites only, and TLS 1.3.
+//
 // # Metrics
 //
 // proxyd serves Prometheus metrics at /metrics on a second, plain-HTTP listener that must be a

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"gatehouse/connlimit"
 	"gatehouse/credential"
 	"gatehouse/params"
 	"gatehouse/shmem"
@@ -94,6 +95,8 @@ type MetricSources struct {
 	Tokens      *tokenshadow.Store
 	Tickets     *ticket.Cache
 	Generations *shmem.Cache
+	Conns       *connlimit.Limiter // the public listener's connection caps
+	Requests    *connlimit.Limiter // the caps on requests in flight until authenticated
 }
 
 // Metrics counts what a Server does for Prometheus. A nil *Metrics counts nothing, so that
@@ -162,6 +165,26 @@ func NewMetrics(reg prometheus.Registerer, src MetricSources) (*Metrics, error) 
 			counter("gatehouse_generation_bumps_total", "Value of a shared generation counter: each bump (a change apid made durable) adds 1.",
 				prometheus.Labels{"counter": k.String()}, func() uint64 { return g.Load(k) })
 		}
+	}
+	if l := src.Conns; l != nil {
+		for _, r := range connlimit.Reasons() {
+			counter("gatehouse_connections_refused_total", "Connections to the public port closed at once because a cap was reached: reason total (--max-conns) or per_client (--max-conns-per-client).",
+				prometheus.Labels{"reason": r.String()}, func() uint64 { return l.Refused(r) })
+		}
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatehouse_connections_open",
+			Help: "Connections to the public port open now (counted toward --max-conns).",
+		}, func() float64 { return float64(l.Open()) }))
+	}
+	if l := src.Requests; l != nil {
+		for _, r := range connlimit.Reasons() {
+			counter("gatehouse_requests_refused_total", "Requests answered 503 at once because a cap on requests in flight was reached: reason total (--max-requests) or per_client (--max-requests-per-client).",
+				prometheus.Labels{"reason": r.String()}, func() uint64 { return l.Refused(r) })
+		}
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatehouse_requests_in_flight",
+			Help: "Requests on the public port in flight now and not yet authenticated for the upstream (counted toward --max-requests).",
+		}, func() float64 { return float64(l.Open()) }))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

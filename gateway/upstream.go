@@ -114,6 +114,7 @@ func (s *Server) newUpstream(up *url.URL) *httputil.ReverseProxy {
 				}
 			}
 		},
+		Transport:     upstreamTransport(),
 		FlushInterval: -1, // stream: server-sent events, long polls, downloads
 		ErrorHandler:  s.upstreamDown,
 	}
@@ -184,8 +185,14 @@ func stripCookies(header string, names ...string) string {
 	return strings.Join(kept, "; ")
 }
 
-// proxyUpstream sends an authenticated request to the upstream (routed only when there is one).
+// proxyUpstream sends an authenticated request to the upstream (routed only when there is
+// one), without the server-wide read and write deadlines (liftDeadlines) and out of the
+// requests-in-flight cap (authenticated).
 func (s *Server) proxyUpstream(w http.ResponseWriter, r *http.Request) {
+	authenticated(r)
+	if err := liftDeadlines(w); err != nil {
+		s.o.Log.Warn("lifting the deadlines of an upstream request", "path", r.URL.Path, "err", err)
+	}
 	s.upstream.ServeHTTP(w, r)
 }
 
