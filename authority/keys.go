@@ -64,7 +64,7 @@ var errNoKeyFiles = errors.New("no key files configured")
 // use stay.
 func (s *Server) Reload() error {
 	f := s.o.KeyFiles
-	if f.Key == "" || s.o.Generations == nil {
+	if f.Key == "" {
 		return fmt.Errorf("reloading keys: %w", errNoKeyFiles)
 	}
 	s.keyMu.Lock()
@@ -137,7 +137,7 @@ func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request, c who) {
 		return
 	}
 	f := s.o.KeyFiles
-	if f.Key == "" || s.o.Generations == nil {
+	if f.Key == "" {
 		s.internal(w, errNoKeyFiles, "rotating keys")
 		return
 	}
@@ -179,10 +179,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, c who) {
 		Version: buildVersion(), PID: os.Getpid(), Started: s.started.Unix(),
 		Uptime: int64(time.Since(s.started) / time.Second), Key: showKey(s.verifier(), now),
 	}
-	if g := s.o.Generations; g != nil {
-		st.Generations = map[string]uint64{
-			"user": g.Load(shmem.User), "token-shadow": g.Load(shmem.TokenShadow), "tfa": g.Load(shmem.TFA), "keys": g.Load(shmem.Keys),
-		}
+	g := s.o.Generations
+	st.Generations = map[string]uint64{
+		"user": g.Load(shmem.User), "token-shadow": g.Load(shmem.TokenShadow), "tfa": g.Load(shmem.TFA), "keys": g.Load(shmem.Keys),
 	}
 	reply.Data(w, st)
 }

@@ -273,7 +273,9 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, c who) {
 		}
 		// Disabling (or expiring) a user ends its sessions for good, and so does enabling one
 		// that was not active: a ticket from before never works again.
-		endSessions = !wasActive || cfg.Active(id, now) != nil
+		_, enable := p["enable"]
+		_, expire := p["expire"]
+		endSessions = (enable || expire) && (!wasActive || cfg.Active(id, now) != nil)
 		return nil
 	})
 	if err == nil && endSessions {
