@@ -18,7 +18,7 @@ DEB_TOOLS := openssl:openssl mkpasswd:whois oathtool:oathtool /usr/include/secur
 	systemd-analyze:systemd /usr/sbin/nginx:nginx caddy:caddy chromium:chromium zbarimg:zbar-tools
 # Every fuzz target: package and function (TestFuzzTargetsListed checks none is missing). The
 # two FuzzServe targets send whole requests to proxyd's and apid's handlers.
-FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzOpen \
+FUZZ_TARGETS := ./authid:FuzzParse ./acl:FuzzParse ./tokenshadow:FuzzParse ./crypthash:FuzzCheckScheme ./shmem:FuzzReadMirror \
 	./revocation:FuzzParse ./params:FuzzRead ./realm:FuzzParseShadow ./sectionconfig:FuzzParse ./users:FuzzParse \
 	./ticket:FuzzVerify ./ticket:FuzzCSRFCheck ./ticket:FuzzRoundTrip ./ticket:FuzzParseKeys ./ticket:FuzzParseRetired ./apidclient:FuzzDecodeAnswer \
 	./gateway:FuzzLocalPath ./gateway:FuzzStripCookies ./forward:FuzzInternal \

@@ -127,8 +127,13 @@ func newStores(t *testing.T, n int) (string, []*Store) {
 	t.Helper()
 	dir := t.TempDir()
 	var out []*Store
+	page, err := shmem.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { page.Close() })
 	for range n {
-		gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+		gen, err := page.View() // each "process" maps the page itself
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -37,8 +38,9 @@ const DaemonUser = "gatehouse"
 // needs: the directories, the generation file, the signing and CSRF keys, proxyd's TLS
 // certificate and user.cfg with root@pam, and it removes the temp files of the key files that
 // an apid killed mid-write left (the stores remove those of the other files at their next
-// write); an invalid generation file is moved aside and made anew, at start and while running
-// (shmem.Recreate, Cache.Watch with Repair). It logs "listening" once the socket accepts.
+// write). It owns the page of generation counters (openPage), serves it on
+// <run-dir>/shmem.sock and keeps its mirror (Cache.Watch). It logs "listening" once the
+// sockets accept.
 // SIGHUP calls Server.Reload (package lifecycle: sd_notify, drain). --lock-timeout (default
 // 10 s) bounds every config write's wait for its file's lock; a write that runs out answers 503
 // naming the lock.
@@ -72,9 +74,21 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	if uid >= 0 {
 		allowed = append(allowed, uint32(uid))
 	}
-	ln, err := peercred.Listen(d.Socket(), peercred.Options{GID: gid, Allowed: allowed, Refused: func(c peercred.Cred, err error) {
+	popt := peercred.Options{GID: gid, Allowed: allowed, Refused: func(c peercred.Cred, err error) {
 		log.Warn("refused connection", "uid", c.UID, "pid", c.PID, "err", err)
-	}})
+	}}
+	// The page of generation counters, for proxyd (read-only) and for root or apid's own user
+	// (gatectl, read-write), before apid.sock: a proxyd that finds apid listening finds it.
+	pln, err := peercred.Listen(d.ShmemSocket(), popt)
+	if err != nil {
+		return err
+	}
+	defer pln.Close()
+	go gen.Serve(pln, func(c net.Conn) bool {
+		pc, ok := c.(*peercred.Conn)
+		return ok && (pc.Cred.UID == 0 || pc.Cred.UID == uint32(os.Getuid()))
+	})
+	ln, err := peercred.Listen(d.Socket(), popt)
 	if err != nil {
 		return err
 	}
@@ -82,8 +96,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	go s.o.ACL.Watch(wctx, acl.WatchInterval, func(err error) { log.Warn("watching acl config", "err", err) })
-	// A removed, replaced or corrupted generation file: moved aside and made anew (package shmem).
-	go gen.Watch(wctx, shmem.WatchOptions{Repair: true, GID: gid, Report: func(e shmem.Event) { e.Log(log) }})
+	// The page's mirror kept, counters moved by another process reported (package shmem).
+	go gen.Watch(wctx, shmem.WatchOptions{Report: func(e shmem.Event) { e.Log(log) }})
 	srv := &http.Server{Handler: s, ConnContext: peercred.ConnContext, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "addr", d.Socket(), "proxy_uid", uid)
 	// Serve returns only once the handlers have drained (or after 5 s), so that the deferred
@@ -114,6 +128,44 @@ func lookupUser(name string) (uid, gid int, err error) {
 	return uid, gid, nil
 }
 
+// openPage returns apid's page of generation counters (package shmem): the one the service
+// manager kept across apid's restart, or a new one starting above the mirror's values, which it
+// hands to the service manager's store; and it keeps the page's mirror in the run directory.
+func openPage(d layout.Dirs, gid int, log *slog.Logger) (*shmem.Cache, error) {
+	var gen *shmem.Cache
+	if f := lifecycle.Stored(shmem.StoreName); f != nil {
+		g, err := shmem.Adopt(f)
+		if err != nil {
+			f.Close()
+			log.Warn("not using the config version page the service manager kept: making a new one", "err", err)
+		} else {
+			gen = g
+			log.Info("using the config version page the service manager kept")
+		}
+	}
+	if gen == nil {
+		g, err := shmem.NewAfter(d.Generations())
+		if err != nil {
+			return nil, err
+		}
+		gen = g
+		if stored, err := lifecycle.Store(gen.StoreFile(), shmem.StoreName); err != nil {
+			log.Warn("the service manager does not keep the config version page: a restart makes a new one", "err", err)
+		} else if stored {
+			log.Info("the service manager keeps the config version page across restarts")
+		}
+	}
+	movedTo, err := gen.KeepMirror(d.Generations(), gid)
+	if movedTo != "" {
+		log.Warn("moved an invalid config version mirror aside", "path", d.Generations(), "to", movedTo)
+	}
+	if err != nil {
+		gen.Close()
+		return nil, err
+	}
+	return gen, nil
+}
+
 // setUp makes the directories and first-start files and opens every store.
 func setUp(d layout.Dirs, gid int, prefix, pamService string, lockTimeout time.Duration, log *slog.Logger) (*Server, *shmem.Cache, error) {
 	for _, dir := range []string{d.Config, d.Run, d.ShmemDir()} {
@@ -121,10 +173,7 @@ func setUp(d layout.Dirs, gid int, prefix, pamService string, lockTimeout time.D
 			return nil, nil, fmt.Errorf("making directory %s: %w", dir, err)
 		}
 	}
-	gen, movedTo, err := shmem.Recreate(d.Generations(), gid)
-	if movedTo != "" {
-		log.Warn("moved an invalid config version cache aside", "path", d.Generations(), "to", movedTo)
-	}
+	gen, err := openPage(d, gid, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -38,7 +38,7 @@ func newFixture(n int) (_ *fixture, err error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		return nil, err
 	}

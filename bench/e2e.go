@@ -154,7 +154,7 @@ func startStack(o stackOptions) (_ *stack, err error) {
 	s.apid = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
-	if s.gen, err = shmem.Open(d.Generations()); err != nil {
+	if s.gen, err = shmem.Dial(d.ShmemSocket()); err != nil {
 		return nil, err
 	}
 	if err := s.setUpUser(); err != nil {

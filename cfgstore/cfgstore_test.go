@@ -15,7 +15,7 @@ import (
 // Parse of the old content makes the edit and runs CheckFile, so the order is forced.
 func TestEditDuringReload(t *testing.T) {
 	dir := t.TempDir()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}

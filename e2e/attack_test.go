@@ -82,7 +82,7 @@ func TestApidBelievesNoNamedIdentity(t *testing.T) {
 	st := start(t, options{})
 	st.addUser(t, "amy@pbs", "amy-pass-1")
 	amy := st.login(t, "amy@pbs", "amy-pass-1")
-	gen, err := shmem.Open(st.dirs.Generations())
+	gen, err := shmem.Dial(st.dirs.ShmemSocket())
 	if err != nil {
 		t.Fatal(err)
 	}

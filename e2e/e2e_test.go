@@ -512,7 +512,7 @@ func TestKeyReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	gen, err := shmem.Open(st.dirs.Generations())
+	gen, err := shmem.Dial(st.dirs.ShmemSocket())
 	if err != nil {
 		t.Fatal(err)
 	}

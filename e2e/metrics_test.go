@@ -182,7 +182,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("the rotated token = %d; want 200", got)
 	}
 	// A keys bump (apid replacing a key) makes proxyd reload its keys before the next ticket check.
-	gen, err := shmem.Open(st.dirs.Generations())
+	gen, err := shmem.Dial(st.dirs.ShmemSocket())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,9 +31,10 @@ import (
 // Roles of the re-executed test binary, chosen by GATEHOUSE_E2E_ROLE; its arguments come as a
 // JSON array in GATEHOUSE_E2E_ARGS.
 const (
-	roleEnv = "GATEHOUSE_E2E_ROLE"
-	argsEnv = "GATEHOUSE_E2E_ARGS"
-	nobody  = 65534
+	roleEnv      = "GATEHOUSE_E2E_ROLE"
+	argsEnv      = "GATEHOUSE_E2E_ARGS"
+	listenPIDEnv = "GATEHOUSE_E2E_LISTEN_PID" // the child sets LISTEN_PID to its own pid
+	nobody       = 65534
 )
 
 func TestMain(m *testing.M) {
@@ -44,6 +46,9 @@ func TestMain(m *testing.M) {
 	if err := json.Unmarshal([]byte(os.Getenv(argsEnv)), &args); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e child: bad args:", err)
 		os.Exit(2)
+	}
+	if os.Getenv(listenPIDEnv) != "" {
+		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -194,9 +199,21 @@ func start(t *testing.T, o options) *stack {
 // stopped with SIGTERM at cleanup; its log goes to t.Log.
 func (st *stack) run(t *testing.T, role string, asUnprivileged bool, args ...string) string {
 	t.Helper()
+	return st.runStored(t, role, asUnprivileged, nil, args...)
+}
+
+// runStored is run passing stored, when not nil, as systemd passes a unit's file descriptor
+// store back: descriptor 3, LISTEN_FDS=1, LISTEN_FDNAMES=its name, and LISTEN_PID the child's
+// (set by the child itself, see TestMain: systemd sets it between fork and exec).
+func (st *stack) runStored(t *testing.T, role string, asUnprivileged bool, stored *os.File, args ...string) string {
+	t.Helper()
 	js, _ := json.Marshal(args)
 	cmd := exec.Command(st.bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), roleEnv+"="+role, argsEnv+"="+string(js))
+	if stored != nil {
+		cmd.ExtraFiles = []*os.File{stored}
+		cmd.Env = append(cmd.Env, "LISTEN_FDS=1", "LISTEN_FDNAMES="+stored.Name(), listenPIDEnv+"=1")
+	}
 	if asUnprivileged {
 		cmd.SysProcAttr = nobodyAttr()
 	}

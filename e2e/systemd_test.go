@@ -26,10 +26,13 @@ import (
 
 // notifier is systemd's end of sd_notify: a unixgram socket named by NOTIFY_SOCKET (set for
 // every daemon the test starts afterwards) that learns each sender's pid from SCM_CREDENTIALS,
-// as systemd does.
+// as systemd does. It also keeps a unit's file descriptor store as systemd does: FDSTORE=1
+// with FDNAME and a descriptor (SCM_RIGHTS) stores it under its name, FDSTOREREMOVE=1 drops
+// the name; those datagrams are handled as they are read and never returned by next.
 type notifier struct {
 	conn    *net.UnixConn
-	pending map[int][]string // datagrams read while waiting for another pid
+	pending map[int][]string    // datagrams read while waiting for another pid
+	store   map[string]*os.File // the descriptor store, by FDNAME
 }
 
 func listenNotify(t *testing.T) *notifier {
@@ -59,7 +62,13 @@ func listenNotify(t *testing.T) *notifier {
 		t.Fatalf("setting SO_PASSCRED: %v", serr)
 	}
 	t.Setenv("NOTIFY_SOCKET", path)
-	return &notifier{conn: c, pending: map[int][]string{}}
+	n := &notifier{conn: c, pending: map[int][]string{}, store: map[string]*os.File{}}
+	t.Cleanup(func() {
+		for _, f := range n.store {
+			f.Close()
+		}
+	})
+	return n
 }
 
 // next returns the next datagram from pid, failing the test after 20 s.
@@ -69,25 +78,78 @@ func (n *notifier) next(t *testing.T, pid int) string {
 		n.pending[pid] = q[1:]
 		return q[0]
 	}
-	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		from, msg := n.read(t)
+		if from == pid {
+			return msg
+		}
+		n.pending[from] = append(n.pending[from], msg)
+	}
+}
+
+// stored returns the descriptor stored under name, reading datagrams until one is (20 s).
+func (n *notifier) stored(t *testing.T, name string) *os.File {
+	t.Helper()
+	for n.store[name] == nil {
+		from, msg := n.read(t)
+		n.pending[from] = append(n.pending[from], msg)
+	}
+	return n.store[name]
+}
+
+// read returns the next datagram that is not about the descriptor store, and its sender.
+func (n *notifier) read(t *testing.T) (pid int, msg string) {
+	t.Helper()
+	buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*4))
 	n.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
 		k, oobn, _, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
-			t.Fatalf("waiting for an sd_notify datagram from pid %d: %v", pid, err)
+			t.Fatalf("waiting for an sd_notify datagram: %v", err)
 		}
 		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil || len(msgs) != 1 {
-			t.Fatalf("datagram %q without credentials: %v", buf[:k], err)
-		}
-		cred, err := unix.ParseUnixCredentials(&msgs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if int(cred.Pid) == pid {
-			return string(buf[:k])
+		var cred *unix.Ucred
+		var fds []int
+		for i := range msgs {
+			if c, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+				cred = c
+			} else if r, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+				fds = append(fds, r...)
+			}
 		}
-		n.pending[int(cred.Pid)] = append(n.pending[int(cred.Pid)], string(buf[:k]))
+		if cred == nil {
+			t.Fatalf("datagram %q without credentials", buf[:k])
+		}
+		text := string(buf[:k])
+		fields := map[string]string{}
+		for _, l := range strings.Split(text, "\n") {
+			if key, v, ok := strings.Cut(l, "="); ok {
+				fields[key] = v
+			}
+		}
+		switch {
+		case fields["FDSTORE"] == "1":
+			for _, fd := range fds {
+				if old := n.store[fields["FDNAME"]]; old != nil {
+					old.Close()
+				}
+				n.store[fields["FDNAME"]] = os.NewFile(uintptr(fd), fields["FDNAME"])
+			}
+			continue
+		case fields["FDSTOREREMOVE"] == "1":
+			if f := n.store[fields["FDNAME"]]; f != nil {
+				f.Close()
+				delete(n.store, fields["FDNAME"])
+			}
+			continue
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return int(cred.Pid), text
 	}
 }
 

@@ -28,8 +28,8 @@ import (
 // Main runs proxyd with command-line args until ctx is done. apid must have started once
 // (it makes the generation file, keys and certificate). It logs "listening" with the address
 // once the port accepts, after "metrics listening" with the address of /metrics (see
-// --metrics-listen and metrics.go). When the generation file breaks while it runs, it follows
-// the one apid makes (shmem.Cache.Watch). SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and
+// --metrics-listen and metrics.go). It attaches apid's page of generation counters read-only
+// (shmem.Dial), and follows a new one (shmem.Cache.Watch). SIGHUP re-reads the TLS pair, authkey.pub and csrf.key and
 // drops the token and user caches (package lifecycle: sd_notify, drain).
 func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("proxyd", flag.ContinueOnError)
@@ -82,9 +82,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("parsing --upstream %q: want an absolute URL", *upstream)
 		}
 	}
-	gen, err := shmem.Open(d.Generations())
+	// apid's page of generation counters, read-only; without apid, a private page until apid
+	// serves it (Watch below follows it).
+	gen, err := shmem.Dial(d.ShmemSocket())
 	if err != nil {
-		return fmt.Errorf("%w (has apid started?)", err)
+		log.Warn("config version page not attached: caches are re-read from disk at least every health check until apid serves it", "err", err)
+		gen = shmem.Private(err)
 	}
 	defer gen.Close()
 	verifier, err := ticket.LoadKeyRing(d.AuthPub(), d.AuthRetired(), time.Now())
@@ -145,8 +148,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	report := func(err error) { log.Error("watching config", "err", err) }
 	go tokens.Watch(wctx, tokenshadow.WatchInterval, report)
 	go us.Watch(wctx, users.WatchInterval, report)
-	// A removed, replaced or corrupted generation file: proxyd follows the one apid makes.
-	go gen.Watch(wctx, shmem.WatchOptions{Report: func(e shmem.Event) { e.Log(log) }})
+	// A new page (apid restarted without the service manager's store): proxyd follows it.
+	go gen.Watch(wctx, shmem.WatchOptions{Socket: d.ShmemSocket(), Report: func(e shmem.Event) { e.Log(log) }})
 	var msrv *http.Server
 	if *metricsListen != "" {
 		if msrv, err = startMetrics(*metricsListen, reg, log); err != nil {

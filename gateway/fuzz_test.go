@@ -38,7 +38,7 @@ func newFuzzServer(tb testing.TB, dir string, now time.Time) (*Server, *strings.
 			tb.Fatal(err)
 		}
 	}
-	gen, err := shmem.Create(d.Generations(), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func TestAuthCounts(t *testing.T) {
 // generation counters after known calls.
 func TestSourceMetrics(t *testing.T) {
 	dir := t.TempDir()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,8 @@
 //	  proxy.pem                                                                0644 root
 //	  authkey.key shadow.json tfa.json                                         0600 root
 //	run dir (/run/gatehouse, 0755 root)
-//	  shmem/config-versions   0660 root:gatehouse (the ConfigVersionCache)
+//	  shmem.sock              0660 root:gatehouse (apid hands out its page of generation counters)
+//	  shmem/config-versions   0640 root:gatehouse (the page's mirror, written by apid, mapped by nobody)
 //	  apid.sock               0660 root:gatehouse
 //	  tfa/<userid>.json       0600 root (pending WebAuthn challenges, failure counts; dir 0700)
 //	  lock files (.*.lck)     0600 root (Lock("acl") for acl.cfg)
@@ -47,7 +48,8 @@ func (d Dirs) Revocations() string { return d.c("revocations.json") }
 
 // Run-directory files.
 func (d Dirs) ShmemDir() string        { return d.r("shmem") }
-func (d Dirs) Generations() string     { return d.r("shmem/config-versions") }
+func (d Dirs) Generations() string     { return d.r("shmem/config-versions") } // the mirror
+func (d Dirs) ShmemSocket() string     { return d.r("shmem.sock") }
 func (d Dirs) Socket() string          { return d.r("apid.sock") }
 func (d Dirs) Lock(name string) string { return d.r("." + name + ".lck") }
 func (d Dirs) TFAState() string        { return d.r("tfa") }

@@ -20,6 +20,14 @@
 //
 // Without NOTIFY_SOCKET in the environment nothing is sent and nothing fails; a failed send
 // is logged as a warning and never stops the daemon.
+//
+// # File descriptor store
+//
+// A daemon can leave a descriptor with systemd across its restarts (FileDescriptorStoreMax= in
+// the unit): Store sends it (FDSTORE=1 with FDNAME, the descriptor in SCM_RIGHTS, the way
+// sd_pid_notify_with_fds does), and Stored takes it back at the next start from LISTEN_FDS,
+// LISTEN_PID and LISTEN_FDNAMES (go-systemd's activation). apid keeps its page of generation
+// counters there (package shmem).
 package lifecycle
 
 import (
@@ -34,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 )
@@ -147,4 +156,44 @@ func monotonicUsec() int64 {
 		return 0
 	}
 	return ts.Nano() / 1000
+}
+
+// Store hands f to systemd's file descriptor store under name (FDSTORE=1, FDNAME=name): the
+// service manager keeps it open across the daemon's restarts and passes it back in LISTEN_FDS
+// (see Stored). It reports whether it was sent: false without NOTIFY_SOCKET.
+func Store(f *os.File, name string) (bool, error) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return false, nil
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false, fmt.Errorf("storing %s with the service manager: %w", name, err)
+	}
+	defer unix.Close(fd)
+	to := &unix.SockaddrUnix{Name: sock} // a leading '@' names an abstract socket, as systemd means it
+	// Whatever the store holds under name is stale once a new one is stored: remove it first.
+	if err := unix.Sendmsg(fd, []byte("FDSTOREREMOVE=1\nFDNAME="+name+"\n"), nil, to, 0); err != nil {
+		return false, fmt.Errorf("storing %s with the service manager: %w", name, err)
+	}
+	msg := "FDSTORE=1\nFDNAME=" + name + "\n"
+	if err := unix.Sendmsg(fd, []byte(msg), unix.UnixRights(int(f.Fd())), to, 0); err != nil {
+		return false, fmt.Errorf("storing %s with the service manager: %w", name, err)
+	}
+	return true, nil
+}
+
+// Stored returns the descriptor named name that the service manager passed back (LISTEN_FDS,
+// LISTEN_FDNAMES, for this process: LISTEN_PID), or nil. Descriptors of other names are
+// closed: a daemon stores only what it takes back.
+func Stored(name string) *os.File {
+	var found *os.File
+	for _, f := range activation.Files(true) {
+		if f.Name() == name && found == nil {
+			found = f
+			continue
+		}
+		f.Close()
+	}
+	return found
 }

@@ -11,13 +11,19 @@ import (
 	"gatehouse/shmem"
 )
 
-func open(t *testing.T, dir string) *Store {
+// open returns a Store on revocations.json in dir with its own view of page (nil: a page of
+// its own), as a process has.
+func open(t *testing.T, dir string, page *shmem.Cache) *Store {
 	t.Helper()
-	genPath := filepath.Join(dir, "config-versions")
-	gen, err := shmem.Open(genPath)
-	if err != nil {
-		gen, err = shmem.Create(genPath, -1)
+	if page == nil {
+		p, err := shmem.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		page = p
 	}
+	gen, err := page.View()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +37,12 @@ func open(t *testing.T, dir string) *Store {
 
 func TestRevoke(t *testing.T) {
 	dir := t.TempDir()
-	a, b := open(t, dir), open(t, dir) // two views, as two processes have
+	page, err := shmem.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer page.Close()
+	a, b := open(t, dir, page), open(t, dir, page) // two views, as two processes have
 	now := time.Unix(1_800_000_000, 0)
 	if r, err := b.Revoked("alice@pbs", now); r || err != nil {
 		t.Fatalf("Revoked before any revocation = %v, %v; want false, nil", r, err)
@@ -90,7 +101,7 @@ func TestBadFile(t *testing.T) {
 		"trailing": `{"alice@pbs": 1} {}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := open(t, t.TempDir())
+			s := open(t, t.TempDir(), nil)
 			if err := os.WriteFile(s.o.Path, []byte(content), 0o640); err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +116,7 @@ func TestBadFile(t *testing.T) {
 			}
 		})
 	}
-	s := open(t, t.TempDir())
+	s := open(t, t.TempDir(), nil)
 	if err := os.WriteFile(s.o.Path, []byte(`{}`), 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +170,7 @@ func TestUnsafeFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t, t.TempDir())
+			s := open(t, t.TempDir(), nil)
 			tt.setup(t, s.o.Path)
 			if _, err := s.Revoked("alice@pbs", time.Now()); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("Revoked on a %s = %v; want ErrCorrupt", tt.name, err)

@@ -28,7 +28,7 @@ const alice, bob = "alice@pam", "bob@pbs"
 func newManager(t testing.TB, tweak func(*Options)) *Manager {
 	t.Helper()
 	dir := t.TempDir()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}

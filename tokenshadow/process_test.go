@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,7 @@ func TestHelperProcess(t *testing.T) {
 	if role == "" {
 		t.Skip("helper process for the cross-process tests")
 	}
-	gen, err := shmem.Open(os.Getenv("GATEHOUSE_GEN"))
+	gen, err := shmem.Dial(os.Getenv("GATEHOUSE_GEN"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -246,17 +247,31 @@ func (c *child) expect(t *testing.T, prefix string) string {
 
 const expectTimeout = 60 * time.Second
 
-// sharedFiles makes a temp dir with a generation file, for children to share; shadow is the
-// token.shadow path in it (not created).
+// sharedFiles makes a temp dir and a page of generation counters that this process serves,
+// read-write, on a socket in it (genPath), as apid serves its own; children attach with Dial.
+// shadow is the token.shadow path in dir (not created).
 func sharedFiles(t *testing.T) (dir, genPath, shadow string, gen *shmem.Cache) {
 	t.Helper()
 	dir = t.TempDir()
-	genPath, shadow = filepath.Join(dir, "config-versions"), filepath.Join(dir, "token.shadow")
-	gen, err := shmem.Create(genPath, -1)
+	genPath, shadow = filepath.Join(dir, "shmem.sock"), filepath.Join(dir, "token.shadow")
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { gen.Close() })
+	ln, err := net.Listen("unix", genPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		gen.Serve(ln, func(net.Conn) bool { return true })
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-served
+		gen.Close()
+	})
 	return dir, genPath, shadow, gen
 }
 

@@ -24,7 +24,7 @@ import (
 func newStore(t testing.TB) *Store {
 	t.Helper()
 	dir := t.TempDir()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestRefusalCostsOneCrypt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+			gen, err := shmem.New()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -698,7 +698,7 @@ func TestStatsInFlight(t *testing.T) {
 // accepted, wrong and rotated-away ones refused.
 func TestNoCache(t *testing.T) {
 	dir := t.TempDir()
-	gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+	gen, err := shmem.New()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,13 @@ func newStores(t testing.TB, n int) []*Store {
 	t.Helper()
 	dir := t.TempDir()
 	stores := make([]*Store, n)
+	page, err := shmem.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { page.Close() })
 	for i := range stores {
-		gen, err := shmem.Create(filepath.Join(dir, "config-versions"), -1)
+		gen, err := page.View() // each "process" maps the page itself
 		if err != nil {
 			t.Fatal(err)
 		}

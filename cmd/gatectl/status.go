@@ -54,15 +54,19 @@ type proxydStatus struct {
 	Error string `json:"error,omitempty"`
 }
 
-// genStatus are the counters as read from the shared-memory file.
+// genStatus are the generation counters: from apid's page when apid serves it, else from the
+// page's mirror file (which works with apid down).
 type genStatus struct {
-	Path   string            `json:"path"`
+	// Source is "page" (apid's page, attached through <run-dir>/shmem.sock) or "mirror" (the
+	// mirror file, at most one health check behind the page); "" when neither could be read.
+	Source string            `json:"source,omitempty"`
 	Values map[string]uint64 `json:"values,omitempty"`
-	Error  string            `json:"error,omitempty"`
-	// State is "ok", "missing", "broken" (the file is invalid: apid moves it aside and makes a
-	// new one) or "unreadable" (permissions, I/O).
+	// Path is the mirror's. State is the mirror's: "ok", "missing", "broken" (the file is
+	// invalid: apid moves it aside and writes a new one) or "unreadable" (permissions, I/O).
+	Path  string `json:"path"`
+	Error string `json:"error,omitempty"`
 	State string `json:"state"`
-	// MovedAside are the invalid files apid moved aside ("<name>.corrupt-<unix time>").
+	// MovedAside are the invalid mirror files apid moved aside ("<name>.corrupt-<unix time>").
 	MovedAside []string `json:"moved_aside,omitempty"`
 }
 
@@ -83,9 +87,10 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show whether apid and proxyd are up, and the generation counters",
 		Long: `Show apid's status (GET /status: version, pid, uptime, signing key), whether proxyd
 answers GET /api2/json/ping at --proxy-url (trusting <config-dir>/proxy.pem), and the generation
-counters read straight from <run-dir>/shmem/config-versions (which works with apid down); a
-missing or invalid file shows as MISSING or BROKEN with the reason, and the invalid files apid
-moved aside (config-versions.corrupt-<unix time>) are listed.
+counters: from apid's page (through <run-dir>/shmem.sock) when apid serves it, else from its
+mirror <run-dir>/shmem/config-versions (which works with apid down); a missing or invalid mirror
+shows as MISSING or BROKEN with the reason, and the invalid mirrors apid moved aside
+(config-versions.corrupt-<unix time>) are listed.
 
 Exit code 0 when apid answers, 3 when it is unreachable (the rest is still printed). proxyd
 being down does not change the exit code: it shows as "down" (JSON: .proxyd.up is false).`,
@@ -116,10 +121,16 @@ func (a *app) status(ctx context.Context) (statusReport, error) {
 		Proxyd:      proxydStatus{URL: strings.TrimSuffix(a.proxyURL, "/")},
 		Generations: genStatus{Path: a.dirs.Generations()},
 	}
-	vals, err := readGenerations(a.dirs.Generations())
-	r.Generations.Values, r.Generations.State = vals, genState(err)
+	mirror, err := shmem.ReadMirror(a.dirs.Generations())
+	r.Generations.State = genState(err)
 	if err != nil {
 		r.Generations.Error = err.Error()
+	}
+	if page, perr := shmem.Dial(a.dirs.ShmemSocket()); perr == nil {
+		r.Generations.Source, r.Generations.Values = "page", named(func(k shmem.Counter) uint64 { return page.Load(k) })
+		page.Close()
+	} else if err == nil {
+		r.Generations.Source, r.Generations.Values = "mirror", named(func(k shmem.Counter) uint64 { return mirror[k] })
 	}
 	r.Generations.MovedAside, _ = filepath.Glob(a.dirs.Generations() + ".corrupt-*")
 	if err := a.probeProxyd(ctx, r.Proxyd.URL); err != nil {
@@ -138,21 +149,16 @@ func (a *app) status(ctx context.Context) (statusReport, error) {
 	return r, err
 }
 
-// readGenerations loads every counter once from the generation file.
-func readGenerations(path string) (map[string]uint64, error) {
-	c, err := shmem.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
+// named returns every counter by the name apid's status uses.
+func named(load func(shmem.Counter) uint64) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, g := range generationNames {
-		out[g.name] = c.Load(g.counter)
+		out[g.name] = load(g.counter)
 	}
-	return out, nil
+	return out
 }
 
-// genState classifies readGenerations' error (see genStatus.State).
+// genState classifies ReadMirror's error (see genStatus.State).
 func genState(err error) string {
 	switch {
 	case err == nil:
@@ -224,17 +230,22 @@ func (p printer) statusText(r statusReport) error {
 	} else {
 		fs = append(fs, field{"proxyd", "down (" + r.Proxyd.URL + "): " + r.Proxyd.Error})
 	}
-	switch r.Generations.State {
-	case "missing", "broken":
-		fs = append(fs, field{"generations", strings.ToUpper(r.Generations.State) + " (apid makes a new file within 1 s while it runs, or at its start): " + r.Generations.Error})
-	case "unreadable":
-		fs = append(fs, field{"generations", "unreadable: " + r.Generations.Error})
-	default:
+	if r.Generations.Source != "" {
 		var parts []string
 		for _, g := range generationNames {
 			parts = append(parts, fmt.Sprintf("%s %d", g.name, r.Generations.Values[g.name]))
 		}
-		fs = append(fs, field{"generations", strings.Join(parts, ", ")})
+		from := "apid's page"
+		if r.Generations.Source == "mirror" {
+			from = "the mirror file, as apid last wrote it"
+		}
+		fs = append(fs, field{"generations", strings.Join(parts, ", ") + " (" + from + ")"})
+	}
+	switch r.Generations.State {
+	case "missing", "broken":
+		fs = append(fs, field{"mirror", strings.ToUpper(r.Generations.State) + " (apid writes it anew within 1 s while it runs, or at its start): " + r.Generations.Error})
+	case "unreadable":
+		fs = append(fs, field{"mirror", "unreadable: " + r.Generations.Error})
 	}
 	for _, name := range r.Generations.MovedAside {
 		fs = append(fs, field{"moved aside", name})

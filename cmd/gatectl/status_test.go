@@ -9,13 +9,13 @@ import (
 	"gatehouse/shmem"
 )
 
-// TestGenerationsBroken: status reads the generation file and says clearly when it is missing
-// or invalid, and lists the invalid files apid moved aside.
-func TestGenerationsBroken(t *testing.T) {
+// TestMirrorBroken: status reads the page's mirror and says clearly when it is missing or
+// invalid, and lists the invalid files apid moved aside.
+func TestMirrorBroken(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config-versions")
 	state := func() (string, error) {
-		_, err := readGenerations(path)
+		_, err := shmem.ReadMirror(path)
 		return genState(err), err
 	}
 	if s, err := state(); s != "missing" {
@@ -34,19 +34,25 @@ func TestGenerationsBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"generations: BROKEN (apid makes a new file within 1 s while it runs, or at its start): opening config version cache " + path + ": is 7 bytes, want 4096: wrong size\n",
+		"mirror:      BROKEN (apid writes it anew within 1 s while it runs, or at its start): reading config version mirror " + path + ": is 7 bytes, want 4096: wrong size\n",
 		"moved aside: " + path + ".corrupt-1700000000\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status text %q; want it to contain %q", b.String(), want)
 		}
 	}
+	if strings.Contains(b.String(), "generations:") {
+		t.Errorf("status text %q shows generations it could not read", b.String())
+	}
 	os.Remove(path)
-	c, err := shmem.Create(path, -1)
+	c, err := shmem.NewAfter(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
+	defer c.Close()
+	if _, err := c.KeepMirror(path, -1); err != nil {
+		t.Fatal(err)
+	}
 	if s, err := state(); s != "ok" {
 		t.Errorf("valid file: state %q (%v); want ok", s, err)
 	}
