@@ -20,7 +20,7 @@ type rightsConn interface {
 }
 
 // Serve hands the page to every connection ln accepts, until ln is closed (it then returns
-// nil): one message, the magic, with a descriptor of the page, then the connection is closed.
+// nil; a failed Accept is retried after a growing pause, up to 1 s): one message, the magic, with a descriptor of the page, then the connection is closed.
 // writable says whether the peer of a connection gets the read-write descriptor; everyone
 // else gets the read-only one. Only the owner (New, Adopt) can serve. Admission (which peers
 // may connect) is the listener's: apid's admits root and proxyd's uid by SO_PEERCRED.
@@ -29,18 +29,18 @@ func (c *Cache) Serve(ln net.Listener, writable func(net.Conn) bool) error {
 	if m == nil || m.ro == nil {
 		return errors.New("serving the config version page: this process does not own it")
 	}
+	var delay time.Duration // after a failed Accept (out of descriptors, say), as net/http does
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("serving the config version page: %w", err)
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		f := m.ro
 		if writable(conn) {
 			f = m.file
