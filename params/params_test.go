@@ -116,6 +116,7 @@ func FuzzRead(f *testing.F) {
 	f.Add("application/json", `{"a":"b","c":1}`, "x=1")
 	f.Add("", "a=1&b=%20", "")
 	f.Add("application/x-www-form-urlencoded", "a=1&a=2", "")
+	f.Add("application/json", `{"a":"`+strings.Repeat("x", MaxBody)+`"}`, "")
 	f.Fuzz(func(t *testing.T, ctype, body, query string) {
 		r, err := http.NewRequest(http.MethodPost, "http://h/x", strings.NewReader(body))
 		if err != nil {
@@ -124,9 +125,12 @@ func FuzzRead(f *testing.F) {
 		r.URL.RawQuery = query
 		r.Header.Set("Content-Type", ctype)
 		got, err := Read(r)
+		if (len(body) > MaxBody) != errors.Is(err, ErrTooLarge) {
+			t.Fatalf("Read of a %d-byte body: error %v; want ErrTooLarge exactly when over %d", len(body), err, MaxBody)
+		}
 		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Read(%q, %q) error %v does not wrap ErrInvalid", ctype, body, err)
+			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Read(%q, %q) error %v wraps neither ErrInvalid nor ErrTooLarge", ctype, body, err)
 			}
 			return
 		}
