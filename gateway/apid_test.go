@@ -274,3 +274,19 @@ func TestApidIncidents(t *testing.T) {
 		t.Fatalf("a failure after the answer logged %q", l)
 	}
 }
+
+// TestMainRefusesApidBounds: bounds that would turn the check off or cut every call before it
+// are refused before proxyd opens anything (the directories here do not exist).
+func TestMainRefusesApidBounds(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	for _, args := range [][]string{
+		{"--apid-timeout", "0"},
+		{"--apid-timeout", "-1s"},
+		{"--apid-timeout", "5s", "--apid-max-wait", "2s"},
+	} {
+		err := Main(context.Background(), append([]string{"--config-dir", dir, "--run-dir", dir}, args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "want 0 < timeout <= max wait") {
+			t.Errorf("Main(%q) = %v; want the bounds refused", args, err)
+		}
+	}
+}
