@@ -30,7 +30,7 @@ type fakeApid struct {
 	stop    chan struct{} // closed at cleanup: every handler returns
 }
 
-func newFakeApid(t *testing.T) *fakeApid {
+func newFakeApid(t testing.TB) *fakeApid {
 	t.Helper()
 	f := &fakeApid{
 		sock: filepath.Join(t.TempDir(), "apid.sock"), pinged: make(chan struct{}, 1000), arrived: make(chan struct{}, 1000),
@@ -288,5 +288,34 @@ func TestMainRefusesApidBounds(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "want 0 < timeout <= max wait") {
 			t.Errorf("Main(%q) = %v; want the bounds refused", args, err)
 		}
+	}
+}
+
+// BenchmarkApidTransport is the cost of the bounds on a call apid answers at once: the same
+// GET to a fake apid on a unix socket, through the plain transport and through apidTransport,
+// each with a cancellable context, as a server's request context is.
+func BenchmarkApidTransport(b *testing.B) {
+	f := newFakeApid(b)
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", f.sock)
+	}}
+	for _, c := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"plain", tr},
+		{"bounded", &apidTransport{inner: tr, timeout: DefaultApidTimeout, maxWait: DefaultApidMaxWait, answered: func() {}}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			client := &http.Client{Transport: c.rt}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := get(client, ctx, "fast"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
