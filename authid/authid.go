@@ -91,6 +91,17 @@ func ParseToken(s string) (Authid, error) {
 	return a, nil
 }
 
+// CheckTokenName checks a token name alone, the part after the '!': 2..64 bytes of
+// A-Za-z0-9_.- not starting with '.' or '-'. Check a name given apart from its user with it
+// before joining them: a '!' or '@' in the name would otherwise move where Parse splits the
+// joined id, and its error would name another part ("a@pbs!a!b" has the name "b", 1 byte).
+func CheckTokenName(name string) error {
+	if err := checkSafeID(name, "token name", MinTokenNameLen, MaxTokenNameLen); err != nil {
+		return fmt.Errorf("%v: %w", err, ErrSyntax)
+	}
+	return nil
+}
+
 // ParseUserid parses "name@realm" and fails for a token id.
 func ParseUserid(s string) (Authid, error) {
 	if len(s) < MinUseridLen || len(s) > MaxUseridLen {

@@ -71,6 +71,33 @@ func TestParseTokenAndUserid(t *testing.T) {
 	}
 }
 
+// TestCheckTokenName: the error names what is wrong with the name itself (issue 18: for
+// "a!b", joined to its user, Parse found the name "b" and said it was 1 byte).
+func TestCheckTokenName(t *testing.T) {
+	for _, tt := range []struct{ name, err string }{
+		{"ci", ""},
+		{"_backup-2.old", ""},
+		{strings.Repeat("a", 64), ""},
+		{"a!b", "token name has '!' at byte 1"},
+		{"x@pbs!ci", "token name has '@' at byte 1"},
+		{"b", "token name is 1 bytes, want 2..64"},
+		{strings.Repeat("a", 65), "token name is 65 bytes, want 2..64"},
+		{"-ci", "token name has '-' at byte 0"},
+		{".ci", "token name has '.' at byte 0"},
+		{"c i", "token name has ' ' at byte 1"},
+	} {
+		err := CheckTokenName(tt.name)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.err) || !errors.Is(err, ErrSyntax)) {
+			t.Errorf("CheckTokenName(%q) = %v; want %q", tt.name, err, tt.err)
+		}
+		if err == nil {
+			if _, perr := ParseToken("a@pbs!" + tt.name); perr != nil {
+				t.Errorf("CheckTokenName(%q) = nil, but ParseToken(a@pbs!%s) = %v", tt.name, tt.name, perr)
+			}
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"root@pam", "a@b@pbs!tok", "x!y@pve!t-1", "@", "!", "a@pam!", "\x00@pam"} {
 		f.Add(s)

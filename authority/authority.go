@@ -9,7 +9,8 @@
 // proxyd names: a compromised proxyd can act only as users whose credentials it receives. A
 // call with no credential from a peer running as root or as apid's own user that sends no
 // client address (forward.Rhost, which proxyd always sets) is a local administrator (gatectl)
-// and acts as root@pam; any other caller without a credential may only create a ticket.
+// and acts as root@pam; any other caller without a credential may only create a ticket, or ask
+// GET /api2/json/ping, which reads nothing (proxyd's check that apid is alive, see gateway).
 //
 // # Permissions (minimal, as PBS's defaults)
 //
@@ -136,6 +137,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("creating apid handler: %w", err)
 	}
 	m := http.NewServeMux()
+	// proxyd's liveness check of apid (gateway's apidTransport): no credential, nothing read.
+	m.HandleFunc("GET /api2/json/ping", func(w http.ResponseWriter, r *http.Request) { reply.Data(w, map[string]bool{"pong": true}) })
 	m.HandleFunc("POST /api2/json/access/ticket", s.createTicket)
 	m.HandleFunc("DELETE /api2/json/access/ticket", s.caller(s.logout))
 	m.HandleFunc("PUT /api2/json/access/password", s.caller(s.changePassword))

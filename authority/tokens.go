@@ -26,8 +26,13 @@ func (s *Server) tokenTarget(w http.ResponseWriter, r *http.Request, c who, mana
 		return "", "", false
 	}
 	if name := r.PathValue("name"); name != "" {
-		// The name must be the whole token part: a name holding "@" and "!" would otherwise
-		// make the id of another user's token ("eve@pbs" + "!" + "x@pbs!ci").
+		// The name is checked alone first, so that the error names what is wrong with it. It
+		// must be the whole token part: a name holding "@" and "!" would otherwise make the id
+		// of another user's token ("eve@pbs" + "!" + "x@pbs!ci").
+		if err := authid.CheckTokenName(name); err != nil {
+			reply.Invalid(w, params.Error{"token-name": err.Error()})
+			return "", "", false
+		}
 		a, err := authid.ParseToken(userid + "!" + name)
 		if err == nil && (a.Token != name || a.Userid() != userid) {
 			err = errors.New("token name is not a safe id")
@@ -53,7 +58,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, c who) {
 	}
 	out := []tokenJSON{}
 	for _, t := range cfg.Tokens(userid) {
-		out = append(out, showToken(t))
+		out = append(out, s.showToken(t))
 	}
 	reply.Data(w, out)
 }
@@ -73,7 +78,7 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Error(w, http.StatusNotFound, "no such token "+tokenid)
 		return
 	}
-	reply.Data(w, showToken(t))
+	reply.Data(w, s.showToken(t))
 }
 
 // tokenFields applies the optional token properties in p to t.
@@ -126,7 +131,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, c who) {
 }
 
 // updateToken is PUT .../token/{name}: properties, and regenerate=1 rotates the secret at once
-// in every process, answering {"tokenid", "secret"} like PBS.
+// in every process, answering {"tokenid", "secret"} like PBS. Only a token user.cfg lists is
+// rotated (as token list shows them; a secret without an entry works nowhere); one whose
+// secret is missing from token.shadow (removed by hand) gets a new one, answered with
+// "repaired": true and logged, rather than 404 for a token that list shows.
 func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
 	_, tokenid, ok := s.tokenTarget(w, r, c, true)
 	if !ok {
@@ -164,9 +172,30 @@ func (s *Server) updateToken(w http.ResponseWriter, r *http.Request, c who) {
 		reply.Data(w, nil)
 		return
 	}
-	secret, err := s.o.Tokens.Rotate(tokenid)
+	cfg, err := s.o.Users.Config()
+	if err == nil {
+		if _, ok := cfg.Token(tokenid); !ok {
+			err = users.ErrNoToken
+		}
+	}
 	if err != nil {
 		s.answerUpdate(w, err, "regenerating token "+tokenid)
+		return
+	}
+	secret, err := s.o.Tokens.Rotate(tokenid)
+	repaired := errors.Is(err, tokenshadow.ErrNoToken)
+	if repaired {
+		// Listed, but its secret is gone. A removal racing this may leave a secret without an
+		// entry, which authenticates nothing and a new token of that name replaces.
+		secret, err = s.o.Tokens.Generate(tokenid)
+	}
+	if err != nil {
+		s.answerUpdate(w, err, "regenerating token "+tokenid)
+		return
+	}
+	if repaired {
+		s.o.Log.Warn("token had no secret in token.shadow: made a new one", "tokenid", tokenid)
+		reply.Data(w, map[string]any{"tokenid": tokenid, "secret": secret, "repaired": true})
 		return
 	}
 	reply.Data(w, map[string]string{"tokenid": tokenid, "secret": secret})

@@ -46,6 +46,10 @@ type tokenJSON struct {
 	Enable  bool   `json:"enable"`
 	Expire  int64  `json:"expire"`
 	Comment string `json:"comment,omitempty"`
+	// Secret is Gatehouse's, not PBS's: "missing" when token.shadow holds no secret for the
+	// token (it cannot be used until rotated), "unreadable" when token.shadow cannot be read;
+	// absent when the secret is there.
+	Secret string `json:"secret,omitempty"`
 }
 
 func showUser(u users.User) userJSON {
@@ -58,8 +62,16 @@ func (j *userJSON) lockState(tc *tfa.Config, now time.Time) {
 	j.TOTPLocked, j.TFALockedUntil = sum.TOTPLocked, sum.TFALockedUntil
 }
 
-func showToken(t users.Token) tokenJSON {
-	return tokenJSON{Tokenid: t.ID, Enable: t.Enable, Expire: t.Expire, Comment: t.Comment}
+// showToken is t as the API shows it, with the state of its secret in token.shadow.
+func (s *Server) showToken(t users.Token) tokenJSON {
+	j := tokenJSON{Tokenid: t.ID, Enable: t.Enable, Expire: t.Expire, Comment: t.Comment}
+	switch ok, err := s.o.Tokens.Has(t.ID); {
+	case err != nil:
+		j.Secret = "unreadable"
+	case !ok:
+		j.Secret = "missing"
+	}
+	return j
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
@@ -93,7 +105,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request, c who) {
 		j.lockState(tc, now)
 		if withTokens {
 			for _, t := range cfg.Tokens(u.ID) {
-				j.Tokens = append(j.Tokens, showToken(t))
+				j.Tokens = append(j.Tokens, s.showToken(t))
 			}
 		}
 		out = append(out, j)

@@ -156,6 +156,7 @@ func (s *Store[T]) load() (T, error) {
 	if err != nil && !errors.Is(err, s.f.Syntax) && !errors.Is(err, s.f.Permissions) {
 		return cfg, err // not cached: it may be transient
 	}
+	err = lockfile.Versioned(fid, err) // a cached refusal stays that of the version read
 	s.snap.Store(&snapshot[T]{gen: g, epoch: e, fid: fid, cfg: cfg, err: err})
 	return cfg, err
 }

@@ -19,8 +19,10 @@
 //     CSRF check); Ticket checks the ticket only.
 //
 // A refused credential is a *Failure, holding the user the client claimed (for the auth log)
-// and the reason; any other error is the server's (a file that cannot be read). Neither ever
-// holds the secret or the ticket's signature.
+// and the reason; any other error is the server's, a *FileError when a config file could not be
+// used (token.shadow, user.cfg or revocations.json: unreadable, unparsable, unsafe permissions),
+// naming the file so that a caller can log a broken file once rather than once per request.
+// Neither ever holds the secret or the ticket's signature.
 package credential
 
 import (
@@ -92,6 +94,24 @@ type Failure struct {
 
 func (f *Failure) Error() string { return "authentication failure: " + f.Reason }
 
+// Config files a check reads, as FileError.File names them.
+const (
+	FileTokenShadow = "token.shadow"
+	FileUserCfg     = "user.cfg"
+	FileRevocations = "revocations.json"
+)
+
+// FileError is a check that failed because a config file could not be used: File is its
+// name (FileTokenShadow, FileUserCfg, FileRevocations), Path its path, Err the store's error
+// (which names the path; for token.shadow it may name a token id, never a secret).
+type FileError struct {
+	File, Path string
+	Err        error
+}
+
+func (e *FileError) Error() string { return e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
 // Cookie is a ticket found in a request's cookies.
 type Cookie struct {
 	Name  string // the cookie's name
@@ -123,9 +143,13 @@ func (c *Checker) Token(authz string, now time.Time) (caller Caller, hit bool, e
 		if isRefusal(err) {
 			return Caller{}, hit, &Failure{id, "invalid API token"}
 		}
-		return Caller{}, hit, fmt.Errorf("verifying API token %s: %w", id, err)
+		if errors.Is(err, tokenshadow.ErrBusy) {
+			// Writers kept moving the generation: no broken file.
+			return Caller{}, hit, fmt.Errorf("verifying API token %s: %w", id, err)
+		}
+		return Caller{}, hit, &FileError{FileTokenShadow, c.o.Tokens.Path(), err}
 	}
-	cfg, err := c.o.Users.Config()
+	cfg, err := c.usersConfig()
 	if err != nil {
 		return Caller{}, hit, err
 	}
@@ -133,6 +157,15 @@ func (c *Checker) Token(authz string, now time.Time) (caller Caller, hit bool, e
 		return Caller{}, hit, &Failure{id, "API token or its user is disabled, expired or unknown"}
 	}
 	return Caller{Authid: id, Userid: a.Userid()}, hit, nil
+}
+
+// usersConfig is user.cfg's parse, or a *FileError.
+func (c *Checker) usersConfig() (*users.Config, error) {
+	cfg, err := c.o.Users.Config()
+	if err != nil {
+		return nil, &FileError{FileUserCfg, c.o.Users.Path(), err}
+	}
+	return cfg, nil
 }
 
 // isRefusal reports whether a tokenshadow error refuses the credential (rather than being the
@@ -149,7 +182,7 @@ func (c *Checker) Ticket(tk Cookie, now time.Time) (caller Caller, hit bool, err
 	if err != nil {
 		return Caller{}, hit, &Failure{"", "invalid ticket"}
 	}
-	cfg, err := c.o.Users.Config()
+	cfg, err := c.usersConfig()
 	if err != nil {
 		return Caller{}, hit, err
 	}
@@ -158,7 +191,7 @@ func (c *Checker) Ticket(tk Cookie, now time.Time) (caller Caller, hit bool, err
 	}
 	revoked, err := c.o.Revocations.Revoked(userid, issued)
 	if err != nil {
-		return Caller{}, hit, err
+		return Caller{}, hit, &FileError{FileRevocations, c.o.Revocations.Path(), err}
 	}
 	if revoked {
 		return Caller{}, hit, &Failure{userid, "ticket was revoked"}

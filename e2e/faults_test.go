@@ -273,8 +273,8 @@ func observe(t *testing.T, d layout.Dirs, gen *shmem.Cache, w *faultWriter, uc *
 // and now and then the ticket keys), each kill after 100-250 acknowledged writes plus a random
 // few more, while others are in flight. After each kill every file parses whole, every write
 // acknowledged before the kill is there (an interrupted one may be there or not, in part for the
-// two-file token create and delete), proxyd, never restarted, answers 502 at once for what needs
-// apid and keeps serving tokens itself; apid is started again and a login and a token call
+// two-file token create and delete), proxyd, never restarted, answers 503 naming apid at once
+// for what needs apid and keeps serving tokens itself; apid is started again and a login and a token call
 // through proxyd succeed.
 func TestFaultKillApid(t *testing.T) {
 	const writes, writers = 1000, 4
@@ -465,8 +465,8 @@ func json_(a answer, v any) error {
 }
 
 // checkApidDown checks what proxyd answers while apid is dead: a login and a forwarded token
-// call get 502 at once (within 10 s, not a hang), and the token, which proxyd verifies itself,
-// still answers GET /version.
+// call get 503 naming apid at once (within 10 s, not a hang), and the token, which proxyd
+// verifies itself, still answers GET /version.
 func (st *stack) checkApidDown(t *testing.T, tokenHeader http.Header) {
 	t.Helper()
 	hc := *st.http
@@ -479,8 +479,8 @@ func (st *stack) checkApidDown(t *testing.T, tokenHeader http.Header) {
 		if err != nil {
 			t.Fatalf("proxyd while apid is down: %v", err)
 		}
-		if a.status != http.StatusBadGateway || a.message != "authentication service unavailable" {
-			t.Fatalf("proxyd while apid is down: %s %s = %d %q; want 502 authentication service unavailable", c.method, c.path, a.status, a.message)
+		if a.status != http.StatusServiceUnavailable || a.message != "authentication service (apid) unreachable" {
+			t.Fatalf("proxyd while apid is down: %s %s = %d %q; want 503 authentication service (apid) unreachable", c.method, c.path, a.status, a.message)
 		}
 	}
 	if s := st.versionWith(t, tokenHeader); s != 200 {

@@ -267,7 +267,7 @@ func gatectlUsersAndTokens(t *testing.T, bin string) {
 		}
 
 		list := g.ok(t, "", "token", "list", "alice@pbs")
-		if !strings.Contains(list, "TOKENID") || !strings.Contains(list, "alice@pbs!ci      yes      never   for CI\n") {
+		if !strings.Contains(list, "TOKENID") || !strings.Contains(list, "alice@pbs!ci      yes      never   ok      for CI\n") {
 			t.Errorf("token list =\n%s", list)
 		}
 		g.ok(t, "", "token", "update", "alice@pbs", "deploy", "--enable=false")

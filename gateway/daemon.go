@@ -48,10 +48,15 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	metricsListen := fl.String("metrics-listen", DefaultMetricsListen, "loopback HTTP address of /metrics (empty: none)")
 	hostOnly := fl.String("host-cookie-only", DefaultHostCookieOnly, "comma-separated places that take only the __Host- ticket cookie, not the legacy <prefix>AuthCookie: upstream, auth, pages (empty: the legacy cookie everywhere; /api2 always takes it)")
 	tokenCache := fl.Bool("token-cache", true, "cache verified API token secrets; false makes every token check read token.shadow's state and run crypt (about 1 ms): a benchmark and debugging switch, never for production")
+	apidTimeout := fl.Duration("apid-timeout", DefaultApidTimeout, "a call to apid without an answer for this long makes proxyd check that apid is alive (GET /ping, which gets as long); no answer to that either: 503 naming apid")
+	apidMaxWait := fl.Duration("apid-max-wait", DefaultApidMaxWait, "the most a call to apid may take while apid is alive; keep it above apid's --lock-timeout, so that apid's own 503 naming a lock comes first")
 	var lim Limits
 	lim.flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return err
+	}
+	if *apidTimeout <= 0 || *apidMaxWait < *apidTimeout {
+		return fmt.Errorf("checking --apid-timeout %v and --apid-max-wait %v: want 0 < timeout <= max wait", *apidTimeout, *apidMaxWait)
 	}
 	if err := lim.check(); err != nil {
 		return err
@@ -130,6 +135,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) error {
 	s, err := New(Options{
 		Prefix: *prefix, Tickets: tickets, Metrics: metrics, CSRF: csrf, Tokens: tokens, Users: us,
 		Revocations: rev, Generations: gen, Guard: guard, Trusted: tp, ApidSocket: d.Socket(), Upstream: up,
+		ApidTimeout: *apidTimeout, ApidMaxWait: *apidMaxWait,
 		Version: Version{Version: "3.4.1", Release: "3.4", Repoid: "gatehouse"}, Log: log, HostCookieOnly: splitList(*hostOnly),
 		LoadKeys: func() (*ticket.Verifier, *ticket.CSRFKey, error) {
 			v, err := ticket.LoadKeyRing(d.AuthPub(), d.AuthRetired(), time.Now())

@@ -30,7 +30,9 @@
 // second factor alike, and the current password apid checks for a password or second-factor
 // change. Every failed authentication writes one fail2ban line to the auth log, is held back
 // by the configured delay and is answered 401 with no detail. Unknown parameters are 400
-// (package params); bodies over 64 KiB are refused.
+// (package params); bodies over 64 KiB are 413. A config file the check needs that cannot be
+// used (token.shadow, user.cfg, revocations.json) is 500, logged once per version of the file
+// and counted per request (configerr.go).
 //
 // # Forwarding
 //
@@ -42,7 +44,11 @@
 // address, and apid's failure reasons back). proxyd never signs a ticket, reads a private key
 // or writes a file. proxyd turns apid's ticket answer into the HttpOnly flow when asked
 // (http-only=1): it sets __Host-PBSAuthCookie (Path=/; Secure; HttpOnly; SameSite=Lax) and
-// returns ticket-info instead of the ticket.
+// returns ticket-info instead of the ticket. Every call to apid is bounded (apid.go): with no
+// answer within --apid-timeout (2 s) proxyd checks apid is alive, and abandons the call when
+// that check is not answered either, or after --apid-max-wait (15 s); an abandoned call, or one
+// apid cannot be reached for, is 503 naming apid, counted and logged once per incident, and
+// gives its reserved failure back.
 //
 // # Reverse proxy and forward-auth
 //
@@ -107,8 +113,9 @@
 // proxyd serves Prometheus metrics at /metrics on a second, plain-HTTP listener that must be a
 // loopback address (--metrics-listen, default 127.0.0.1:9807, empty: none), never on the public
 // port: authentication attempts by method and result, the token and ticket cache counters, the
-// shared generation counters, key reloads and request latency by route pattern (metrics.go;
-// the names and labels are listed in README.md).
+// shared generation counters, key reloads, failed calls to apid by reason, requests that hit a
+// broken config file, and request latency by route pattern (metrics.go; the names and labels
+// are listed in README.md).
 package gateway
 
 import (
@@ -157,8 +164,11 @@ type Options struct {
 	Guard       *authfail.Guard
 	Trusted     []netip.Prefix // proxies whose X-Forwarded-For is believed
 	ApidSocket  string         // apid's unix socket
-	Upstream    *url.URL       // the application behind Gatehouse; nil: 404 outside /api2
-	Version     Version
+	// ApidTimeout and ApidMaxWait bound every call to apid (apid.go); 0: DefaultApidTimeout,
+	// DefaultApidMaxWait.
+	ApidTimeout, ApidMaxWait time.Duration
+	Upstream                 *url.URL // the application behind Gatehouse; nil: 404 outside /api2
+	Version                  Version
 	// HostCookieOnly names the places that take only the __Host- ticket cookie and ignore the
 	// legacy one: "upstream" (the reverse proxy), "auth" (forward-auth), "pages" (proxyd's
 	// pages under /gatehouse/). /api2 always takes both. nil: both everywhere; proxyd's default
@@ -174,15 +184,17 @@ type Options struct {
 
 // Server is the proxyd handler.
 type Server struct {
-	o        Options
-	check    *credential.Checker
-	cookie   string // __Host-<P>AuthCookie
-	legacy   string // <P>AuthCookie
-	apid     *http.Client
-	toApid   *httputil.ReverseProxy
-	upstream *httputil.ReverseProxy
-	mux      *http.ServeMux
-	hostOnly map[door]bool // doors that take only the __Host- cookie (Options.HostCookieOnly)
+	o          Options
+	check      *credential.Checker
+	cookie     string                 // __Host-<P>AuthCookie
+	legacy     string                 // <P>AuthCookie
+	apid       *http.Client           // the ticket call
+	toApid     *httputil.ReverseProxy // forwarded calls
+	apidLog    *apidIncidents
+	configErrs *configErrors
+	upstream   *httputil.ReverseProxy
+	mux        *http.ServeMux
+	hostOnly   map[door]bool // doors that take only the __Host- cookie (Options.HostCookieOnly)
 
 	csrf    atomic.Pointer[ticket.CSRFKey]
 	keysMu  sync.Mutex    // serializes reloads
@@ -208,6 +220,15 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.ApidTimeout == 0 {
+		o.ApidTimeout = DefaultApidTimeout
+	}
+	if o.ApidMaxWait == 0 {
+		o.ApidMaxWait = DefaultApidMaxWait
+	}
+	if o.ApidTimeout < 0 || o.ApidMaxWait < o.ApidTimeout {
+		return nil, fmt.Errorf("creating gateway: apid timeout %v and max wait %v: want 0 < timeout <= max wait", o.ApidTimeout, o.ApidMaxWait)
+	}
 	sock := o.ApidSocket
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -221,12 +242,16 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating gateway: %w", err)
 	}
+	incidents := &apidIncidents{log: o.Log, now: o.Now}
+	toApid := &apidTransport{inner: tr, timeout: o.ApidTimeout, maxWait: o.ApidMaxWait, answered: incidents.answered}
 	s := &Server{
-		o:      o,
-		check:  check,
-		cookie: check.HostCookie(),
-		legacy: check.LegacyCookie(),
-		apid:   &http.Client{Transport: tr, Timeout: 60 * time.Second},
+		o:          o,
+		check:      check,
+		cookie:     check.HostCookie(),
+		legacy:     check.LegacyCookie(),
+		apid:       &http.Client{Transport: toApid}, // bounded by toApid, not by a client timeout
+		apidLog:    incidents,
+		configErrs: &configErrors{log: o.Log},
 	}
 	s.hostOnly = hostOnly
 	s.csrf.Store(o.CSRF)
@@ -235,9 +260,9 @@ func New(o Options) (*Server, error) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = "http", "apid", "apid"
 		},
-		Transport:      tr,
+		Transport:      toApid,
 		ModifyResponse: s.fromApid,
-		ErrorHandler:   s.apidDown,
+		ErrorHandler:   s.apidFailed,
 	}
 	if o.Upstream != nil {
 		s.upstream = s.newUpstream(o.Upstream)
@@ -337,8 +362,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, res authfail.Reser
 	var af *credential.Failure
 	if !errors.As(err, &af) {
 		res.Release()
-		s.o.Log.Error("authenticating request", "err", err)
-		reply.Error(w, http.StatusInternalServerError, "internal error")
+		s.serverError(w, "authenticating request", err)
 		return
 	}
 	if lerr := res.Fail(client, af.User, af.Reason, now); lerr != nil {
@@ -458,6 +482,10 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 // its own (the current password a password or second-factor change needs), so the call runs
 // on a reserved failure too, kept when apid answers with an authentication failure.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > params.MaxBody {
+		reply.Error(w, http.StatusRequestEntityTooLarge, params.ErrTooLarge.Error())
+		return
+	}
 	c := callerOf(r)
 	now := s.o.Now()
 	res, ok := s.o.Guard.Reserve(r.Context(), c.client.Addr(), now)
@@ -471,7 +499,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, params.MaxBody)
 	s.toApid.ServeHTTP(w, r)
 	if !f.settled {
-		f.res.Release() // apid down, or the answer never came
+		f.res.Release() // apid down or abandoned, the client gone, or its body refused: no verdict
 	}
 }
 
@@ -510,11 +538,6 @@ func (s *Server) fromApid(resp *http.Response) error {
 	}
 	forward.Strip(resp.Header)
 	return nil
-}
-
-func (s *Server) apidDown(w http.ResponseWriter, r *http.Request, err error) {
-	s.o.Log.Error("forwarding to apid", "path", r.URL.Path, "err", err)
-	reply.Error(w, http.StatusBadGateway, "authentication service unavailable")
 }
 
 // ticketCookieFor makes the cookie a ticket travels in. The HttpOnly one has the attributes

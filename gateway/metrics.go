@@ -108,6 +108,8 @@ type Metrics struct {
 	tokenHits  prometheus.Counter // counted here: the caches count only their slow paths
 	ticketHits prometheus.Counter
 	duration   *prometheus.HistogramVec
+	apid       [numApidReasons]prometheus.Counter // every reason exported from the start, at 0
+	configErrs [numConfigFiles]prometheus.Counter
 }
 
 // NewMetrics registers the gateway's metrics, and those src provides, with reg.
@@ -141,7 +143,21 @@ func NewMetrics(reg prometheus.Registerer, src MetricSources) (*Metrics, error) 
 			m.attempts[meth][res] = attempts.WithLabelValues(meth.String(), res.String())
 		}
 	}
-	cs := []prometheus.Collector{attempts, reloads, m.tokenHits, m.ticketHits, m.duration}
+	apid := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_apid_failures_total",
+		Help: "Calls to apid answered 503 or 502 by proxyd, by reason: timeout (no answer in time, apid stopped or hung), unreachable (no socket, connection refused), broken (the connection failed before the answer), invalid (an answer proxyd cannot use).",
+	}, []string{"reason"})
+	for r := range numApidReasons {
+		m.apid[r] = apid.WithLabelValues(r.String())
+	}
+	configErrs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_config_errors_total",
+		Help: "Requests whose credential could not be checked because a config file is broken (unreadable, unparsable, unsafe permissions), by file.",
+	}, []string{"file"})
+	for f := range numConfigFiles {
+		m.configErrs[f] = configErrs.WithLabelValues(f.String())
+	}
+	cs := []prometheus.Collector{attempts, reloads, m.tokenHits, m.ticketHits, m.duration, apid, configErrs}
 	counter := func(name, help string, labels prometheus.Labels, f func() uint64) {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(f()) }))
@@ -241,6 +257,20 @@ func (m *Metrics) tokenCache(hit bool) {
 func (m *Metrics) ticketCache(hit bool) {
 	if m != nil && hit {
 		m.ticketHits.Inc()
+	}
+}
+
+// apidFailure counts a call to apid that got no usable answer (apid.go).
+func (m *Metrics) apidFailure(r apidReason) {
+	if m != nil {
+		m.apid[r].Inc()
+	}
+}
+
+// configError counts a request that hit a broken config file (configerr.go).
+func (m *Metrics) configError(f configFile) {
+	if m != nil {
+		m.configErrs[f].Inc()
 	}
 }
 

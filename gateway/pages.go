@@ -157,8 +157,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusUnauthorized, "no session")
 	case err != nil:
 		res.Release()
-		s.o.Log.Error("checking a session", "err", err)
-		reply.Error(w, http.StatusInternalServerError, "internal error")
+		s.serverError(w, "checking a session", err)
 	default:
 		res.Release()
 		reply.Data(w, map[string]string{"username": c.Userid, "CSRFPreventionToken": s.csrf.Load().Token(c.Userid, now)})

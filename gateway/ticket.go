@@ -75,20 +75,20 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 	})
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://apid/api2/json/access/ticket", bytes.NewReader(body))
 	if err != nil {
-		s.apidDown(w, r, err)
+		s.apidFailed(w, r, &apidError{reason: apidBroken, err: err})
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(forward.Rhost, client.String())
-	resp, err := s.apid.Do(req)
+	resp, err := s.apid.Do(req) // bounded by the apid transport (apid.go)
 	if err != nil {
-		s.apidDown(w, r, err)
+		s.apidFailed(w, r, err)
 		return
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, params.MaxBody))
 	if err != nil {
-		s.apidDown(w, r, err)
+		s.apidFailed(w, r, err)
 		return
 	}
 	s.o.Metrics.ticketAnswer(ticketCallMethod(s.o.Prefix, p), resp.StatusCode)
@@ -115,7 +115,7 @@ func (s *Server) createTicket(w http.ResponseWriter, r *http.Request) {
 		Data map[string]any `json:"data"`
 	}
 	if err := json.Unmarshal(answer, &out); err != nil || out.Data == nil {
-		s.apidDown(w, r, errors.New("apid's ticket answer is not {\"data\": {...}}"))
+		s.apidFailed(w, r, &apidError{reason: apidInvalid, err: errors.New("the ticket answer is not {\"data\": {...}}")})
 		return
 	}
 	// A half-authenticated ("!tfa!") ticket stays in the body, as PBS does: it is the

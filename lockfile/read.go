@@ -54,6 +54,26 @@ func idOf(fi fs.FileInfo) FileID {
 	}
 }
 
+// VersionError is a refusal of one version of a file (unreadable, unsafe, unparsable): ID is
+// the identity of what was read. A reader that keeps a refusal until the file changes returns
+// it, so that a caller can tell a version already reported from a new one (proxyd logs a
+// broken config file once per version).
+type VersionError struct {
+	ID  FileID
+	Err error
+}
+
+func (e *VersionError) Error() string { return e.Err.Error() }
+func (e *VersionError) Unwrap() error { return e.Err }
+
+// Versioned returns err as a *VersionError of id; nil for nil.
+func Versioned(id FileID, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &VersionError{ID: id, Err: err}
+}
+
 // Stat returns the identity of what is at path (not following a symbolic link), the zero
 // FileID if nothing is.
 func Stat(path string) (FileID, error) {

@@ -3,9 +3,9 @@
 // (application/x-www-form-urlencoded, or no Content-Type at all, as some Proxmox clients send).
 //
 // Values are strings; JSON numbers are written in decimal and JSON booleans as "1"/"0", as PBS's
-// schema would accept them. Bodies over 64 KiB, a parameter given twice, a nested JSON value, a
-// malformed form and an unknown content type are each an *Error naming the parameter, answered
-// 400 with PBS's {"errors": {name: message}} shape.
+// schema would accept them. A parameter given twice, a nested JSON value, a malformed form and an
+// unknown content type are each an *Error naming the parameter, answered 400 with PBS's
+// {"errors": {name: message}} shape; a body over 64 KiB is ErrTooLarge, answered 413.
 package params
 
 import (
@@ -25,6 +25,10 @@ const MaxBody = 64 << 10
 
 // ErrInvalid is wrapped by every *Error.
 var ErrInvalid = errors.New("parameter verification failed")
+
+// ErrTooLarge is a body over MaxBody (read through http.MaxBytesReader or not). Its message is
+// what the client is told, with 413 (reply.Invalid).
+var ErrTooLarge = fmt.Errorf("request body over %d bytes", MaxBody)
 
 // Error names the parameters that failed and why, as PBS's 400 answer does.
 type Error map[string]string
@@ -61,12 +65,16 @@ func Read(r *http.Request) (map[string]string, error) {
 	if r.Body == nil || r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return out, nil
 	}
+	if r.ContentLength > MaxBody {
+		return nil, ErrTooLarge
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) || len(body) > MaxBody {
+		return nil, ErrTooLarge
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading request body: %w", err)
-	}
-	if len(body) > MaxBody {
-		return nil, Error{"body": fmt.Sprintf("more than %d bytes", MaxBody)}
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" {

@@ -29,7 +29,6 @@ func TestRead(t *testing.T) {
 		{"json truncated", "application/json", `{"a":`, "", nil, "body"},
 		{"bad form", "", "a=%zz", "", nil, "body"},
 		{"other type", "text/plain", "a=1", "", nil, "body"},
-		{"too big", "", "a=" + strings.Repeat("x", MaxBody), "", nil, "body"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,6 +48,44 @@ func TestRead(t *testing.T) {
 				t.Errorf("Read(%q) = %v, %v; want %v", tt.body, got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestTooLarge: a body over MaxBody is ErrTooLarge (413), not an *Error (400), however it comes:
+// with its length announced or not, form or JSON, read through http.MaxBytesReader (apid) or
+// not (proxyd's ticket call). Exactly MaxBody bytes are read.
+func TestTooLarge(t *testing.T) {
+	over := strings.Repeat("x", MaxBody)
+	tests := []struct {
+		name, ctype, body string
+		chunked, maxBytes bool
+		want              error
+	}{
+		{"form", "application/x-www-form-urlencoded", "a=" + over, false, false, ErrTooLarge},
+		{"form, length not announced", "", "a=" + over, true, false, ErrTooLarge},
+		{"json", "application/json", `{"comment":"` + over + `"}`, false, false, ErrTooLarge},
+		{"json through MaxBytesReader, length not announced", "application/json", `{"comment":"` + over + `"}`, true, true, ErrTooLarge},
+		{"form through MaxBytesReader", "", "a=" + over, false, true, ErrTooLarge},
+		{"exactly the limit", "", "a=" + over[:MaxBody-2], true, true, nil},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodPost, "/x", strings.NewReader(tt.body))
+		if tt.chunked {
+			r.ContentLength = -1
+		}
+		if tt.ctype != "" {
+			r.Header.Set("Content-Type", tt.ctype)
+		}
+		if tt.maxBytes {
+			r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, MaxBody)
+		}
+		_, err := Read(r)
+		if !errors.Is(err, tt.want) || (tt.want != nil && errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: Read(%d bytes) = %v; want %v", tt.name, len(tt.body), err, tt.want)
+		}
+	}
+	if got, want := ErrTooLarge.Error(), "request body over 65536 bytes"; got != want {
+		t.Errorf("ErrTooLarge = %q; want %q", got, want)
 	}
 }
 
@@ -79,6 +116,7 @@ func FuzzRead(f *testing.F) {
 	f.Add("application/json", `{"a":"b","c":1}`, "x=1")
 	f.Add("", "a=1&b=%20", "")
 	f.Add("application/x-www-form-urlencoded", "a=1&a=2", "")
+	f.Add("application/json", `{"a":"`+strings.Repeat("x", MaxBody)+`"}`, "")
 	f.Fuzz(func(t *testing.T, ctype, body, query string) {
 		r, err := http.NewRequest(http.MethodPost, "http://h/x", strings.NewReader(body))
 		if err != nil {
@@ -87,9 +125,12 @@ func FuzzRead(f *testing.F) {
 		r.URL.RawQuery = query
 		r.Header.Set("Content-Type", ctype)
 		got, err := Read(r)
+		if (len(body) > MaxBody) != errors.Is(err, ErrTooLarge) {
+			t.Fatalf("Read of a %d-byte body: error %v; want ErrTooLarge exactly when over %d", len(body), err, MaxBody)
+		}
 		if err != nil {
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Read(%q, %q) error %v does not wrap ErrInvalid", ctype, body, err)
+			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Read(%q, %q) error %v wraps neither ErrInvalid nor ErrTooLarge", ctype, body, err)
 			}
 			return
 		}

@@ -27,8 +27,13 @@ func Error(w http.ResponseWriter, code int, msg string) {
 }
 
 // Invalid answers 400 for err: with the failing parameters by name when err is a params.Error,
-// with a generic message otherwise (a body that could not be read).
+// with a generic message otherwise (a body that could not be read); 413 naming the limit for
+// params.ErrTooLarge.
 func Invalid(w http.ResponseWriter, err error) {
+	if errors.Is(err, params.ErrTooLarge) {
+		Error(w, http.StatusRequestEntityTooLarge, params.ErrTooLarge.Error())
+		return
+	}
 	var pe params.Error
 	if !errors.As(err, &pe) {
 		Error(w, http.StatusBadRequest, "cannot read request")

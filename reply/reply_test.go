@@ -2,6 +2,7 @@ package reply
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,6 +24,8 @@ func TestReplies(t *testing.T) {
 			`{"data":null,"errors":{"foo":"unknown"},"message":"parameter verification failed"}` + "\n"},
 		{"unreadable body", func(w http.ResponseWriter) { Invalid(w, errors.New("read: connection reset")) }, 400,
 			`{"data":null,"message":"cannot read request"}` + "\n"},
+		{"body too large", func(w http.ResponseWriter) { Invalid(w, fmt.Errorf("reading: %w", params.ErrTooLarge)) }, 413,
+			`{"data":null,"message":"request body over 65536 bytes"}` + "\n"},
 	}
 	for _, tt := range tests {
 		rec := httptest.NewRecorder()

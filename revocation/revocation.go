@@ -79,6 +79,9 @@ func Open(o Options) (*Store, error) {
 	return &Store{o: o}, nil
 }
 
+// Path returns the revocations.json path.
+func (s *Store) Path() string { return s.o.Path }
+
 // Revoked reports whether a ticket of userid issued at issued is revoked.
 func (s *Store) Revoked(userid string, issued time.Time) (bool, error) {
 	sn, err := s.current()
@@ -174,21 +177,22 @@ func (s *Store) Revoke(userid string, now time.Time) error {
 // readOptions are the file rules of the package comment.
 var readOptions = lockfile.ReadOptions{MaxSize: MaxFileSize, Forbidden: 0o022}
 
-// read parses the file; a missing file is an empty map.
+// read parses the file; a missing file is an empty map. Errors are *lockfile.VersionError
+// naming the version read.
 func read(path string) (map[string]int64, error) {
-	data, _, err := lockfile.ReadFile(path, readOptions)
+	data, fid, err := lockfile.ReadFile(path, readOptions)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return map[string]int64{}, nil
 	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrPermissions),
 		errors.Is(err, lockfile.ErrTooLarge):
-		return nil, fmt.Errorf("reading revocations %s: %w: %w", path, err, ErrCorrupt)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("reading revocations %s: %w: %w", path, err, ErrCorrupt))
 	case err != nil:
-		return nil, fmt.Errorf("reading revocations %s: %w", path, err)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("reading revocations %s: %w", path, err))
 	}
 	m, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("parsing revocations %s: %w", path, err)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("parsing revocations %s: %w", path, err))
 	}
 	return m, nil
 }

@@ -33,22 +33,23 @@ type table struct {
 var readOptions = lockfile.ReadOptions{MaxSize: MaxFileSize, Forbidden: 0o027}
 
 // readTable reads and parses token.shadow. A missing file is an empty table; an empty, truncated,
-// non-JSON, oversized, non-regular or group-writable/world-accessible file is an error.
+// non-JSON, oversized, non-regular or group-writable/world-accessible file is an error, a
+// *lockfile.VersionError naming the version read.
 func readTable(path string) (*table, error) {
 	data, fid, err := lockfile.ReadFile(path, readOptions)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return &table{hashes: map[string]string{}}, nil
 	case errors.Is(err, lockfile.ErrSymlink), errors.Is(err, lockfile.ErrPermissions):
-		return nil, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrPermissions)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrPermissions))
 	case errors.Is(err, lockfile.ErrNotRegular), errors.Is(err, lockfile.ErrTooLarge):
-		return nil, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrCorrupt)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("reading token shadow %s: %w: %w", path, err, ErrCorrupt))
 	case err != nil:
-		return nil, fmt.Errorf("reading token shadow %s: %w", path, err)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("reading token shadow %s: %w", path, err))
 	}
 	hashes, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("parsing token shadow %s: %w", path, err)
+		return nil, lockfile.Versioned(fid, fmt.Errorf("parsing token shadow %s: %w", path, err))
 	}
 	return &table{fid: fid, hashes: hashes}, nil
 }

@@ -583,6 +583,18 @@ func (s *Store) Delete(id string) error {
 	})
 }
 
+// Has reports whether token.shadow holds a secret for id, as the file is now: no lock is
+// taken (writers replace the file whole), and the parse is the one the slow path uses while
+// the file and the generation are unchanged.
+func (s *Store) Has(id string) (bool, error) {
+	t, _, err := s.load(s.gen.Load(shmem.TokenShadow))
+	if err != nil {
+		return false, err
+	}
+	_, ok := t.hashes[id]
+	return ok, nil
+}
+
 // IDs returns the token ids in the file, read under a shared lock.
 func (s *Store) IDs() ([]string, error) {
 	lk, err := lockfile.Shared(s.lockPath, s.lockTimeout)

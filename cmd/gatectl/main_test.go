@@ -107,6 +107,12 @@ func TestParseExpire(t *testing.T) {
 		{"2030-01-01", 1893456000 - 3600, false},
 		{"2030-01-01T00:00:00Z", 1893456000, false},
 		{"-5", 0, true},
+		// Before the epoch, however written: a usage error too (issue 18: the date exited 1).
+		{"1969-12-31", 0, true},
+		{"1970-01-01", 0, true}, // 3600 s before the epoch in this zone
+		{"1969-12-31T23:59:59Z", 0, true},
+		{"1970-01-01T00:00:00Z", 0, true}, // 0 would be never
+		{"1970-01-01T00:00:01Z", 1, false},
 		{"tomorrow", 0, true},
 		{"2030-13-01", 0, true},
 	} {
@@ -142,7 +148,11 @@ func TestCommandLine(t *testing.T) {
 		{"too many arguments", []string{"user", "show", "a@pbs", "b@pbs"}, "", 2, "takes USERID; got 2 argument(s)"},
 		{"missing argument", []string{"token", "rotate", "a@pbs"}, "", 2, "takes USERID NAME; got 1"},
 		{"bad userid", []string{"user", "remove", "alice"}, "", 2, `USERID "alice": want name@realm`},
-		{"bad token name", []string{"token", "remove", "a@pbs", "b!c"}, "", 2, `token NAME "b!c"`},
+		{"bad token name", []string{"token", "remove", "a@pbs", "b!c"}, "", 2, `token NAME "b!c": token name has '!' at byte 1`},
+		{"token name with '@' and '!'", []string{"token", "generate", "a@pbs", "x@pbs!ci"}, "", 2, `token NAME "x@pbs!ci": token name has '@' at byte 1`},
+		{"token name of one byte", []string{"token", "rotate", "a@pbs", "b"}, "", 2, `token NAME "b": token name is 1 bytes, want 2..64`},
+		{"token name starting with a dot", []string{"token", "rotate", "a@pbs", ".ci"}, "", 2, `token NAME ".ci": token name has '.' at byte 0`},
+		{"expire before the epoch", []string{"token", "update", "a@pbs", "ci", "--expire", "1969-12-31"}, "", 2, `--expire "1969-12-31": not after 1970-01-01`},
 		{"bad expire", []string{"user", "update", "a@pbs", "--expire", "soon"}, "", 2, `--expire "soon"`},
 		{"nothing to update", []string{"user", "update", "a@pbs"}, "", 2, "nothing to update"},
 		{"empty password", []string{"--run-dir", runDir, "user", "add", "a@pbs", "--password-stdin"}, "\n", 2, "the password on stdin is empty"},

@@ -137,11 +137,16 @@ func parseExpire(s string, loc *time.Location) (int64, error) {
 		}
 		return n, nil
 	}
-	if t, err := time.ParseInLocation("2006-01-02", s, loc); err == nil {
-		return t.Unix(), nil
+	t, err := time.ParseInLocation("2006-01-02", s, loc)
+	if err != nil {
+		t, err = time.Parse(time.RFC3339, s)
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t.Unix(), nil
+	if err != nil {
+		return 0, fmt.Errorf("--expire %q: want never, a unix time, a date (2006-01-02) or an RFC 3339 time", s)
 	}
-	return 0, fmt.Errorf("--expire %q: want never, a unix time, a date (2006-01-02) or an RFC 3339 time", s)
+	if t.Unix() <= 0 {
+		// A negative unix time is refused as the number is; 0 would mean never.
+		return 0, fmt.Errorf("--expire %q: not after 1970-01-01 00:00:00 UTC (a unix time cannot be negative, and 0 means never)", s)
+	}
+	return t.Unix(), nil
 }

@@ -18,14 +18,19 @@ type tokenJSON struct {
 	Enable  bool   `json:"enable"`
 	Expire  int64  `json:"expire"`
 	Comment string `json:"comment"`
+	Secret  string `json:"secret"` // "" (there), "missing" (rotate makes one), "unreadable"
 }
 
 func (p printer) tokenTable(list []tokenJSON) error {
 	rows := make([][]string, len(list))
 	for i, t := range list {
-		rows[i] = []string{t.Tokenid, yesNo(t.Enable), p.when(t.Expire), t.Comment}
+		secret := t.Secret
+		if secret == "" {
+			secret = "ok"
+		}
+		rows[i] = []string{t.Tokenid, yesNo(t.Enable), p.when(t.Expire), secret, t.Comment}
 	}
-	return p.table([]string{"TOKENID", "ENABLED", "EXPIRE", "COMMENT"}, rows)
+	return p.table([]string{"TOKENID", "ENABLED", "EXPIRE", "SECRET", "COMMENT"}, rows)
 }
 
 // tokenArgs checks USERID NAME and returns the user and the full token id.
@@ -33,6 +38,9 @@ func tokenArgs(cmd *cobra.Command, args []string) (userid, tokenid string, err e
 	u, err := userArg(cmd, args[0])
 	if err != nil {
 		return "", "", err
+	}
+	if err := authid.CheckTokenName(args[1]); err != nil {
+		return "", "", usagef(cmd, "token NAME %q: %v", args[1], err)
 	}
 	t, err := authid.ParseToken(u.Userid() + "!" + args[1])
 	if err != nil {
@@ -113,11 +121,13 @@ func (f *tokenFlags) params(cmd *cobra.Command, a *app) (url.Values, error) {
 	return p, nil
 }
 
-// secretJSON is apid's answer to generate ({tokenid, value}) and rotate ({tokenid, secret}).
+// secretJSON is apid's answer to generate ({tokenid, value}) and rotate ({tokenid, secret},
+// and repaired when the token had no secret).
 type secretJSON struct {
-	Tokenid string `json:"tokenid"`
-	Value   string `json:"value"`
-	Secret  string `json:"secret"`
+	Tokenid  string `json:"tokenid"`
+	Value    string `json:"value"`
+	Secret   string `json:"secret"`
+	Repaired bool   `json:"repaired"`
 }
 
 func (a *app) tokenGenerate() *cobra.Command {
@@ -187,7 +197,9 @@ func (a *app) tokenRotate() *cobra.Command {
 		Use:   "rotate USERID NAME",
 		Short: "Give a token a new secret and print it, once; the old one stops working at once",
 		Long: `Give the API token USERID!NAME a new secret (PUT .../token/NAME regenerate=1) and print
-it, once (JSON: {"tokenid", "secret"}). The old secret is refused everywhere as soon as this returns.`,
+it, once (JSON: {"tokenid", "secret"}). The old secret is refused everywhere as soon as this returns.
+A token whose secret is missing from token.shadow ("token list" shows SECRET missing) gets a new
+one, and gatectl says so on stderr (JSON: "repaired": true).`,
 		Args:              argsNamed("USERID", "NAME"),
 		ValidArgsFunction: a.completeTokenArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -198,6 +210,10 @@ it, once (JSON: {"tokenid", "secret"}). The old secret is refused everywhere as 
 			var raw json.RawMessage
 			if err := a.client().Call(cmd.Context(), http.MethodPut, tokenPath(userid, args[1]), url.Values{"regenerate": {"1"}}, &raw); err != nil {
 				return fmt.Errorf("rotating token %s: %w", tokenid, err)
+			}
+			var s secretJSON
+			if json.Unmarshal(raw, &s) == nil && s.Repaired {
+				fmt.Fprintf(a.stderr, "gatectl: %s had no secret in token.shadow: this new one repairs it\n", tokenid)
 			}
 			a.secretWarning("the new secret of " + tokenid + " is")
 			pr := a.printer()
